@@ -1,0 +1,3 @@
+from egofeat.cli import app
+
+app(prog_name="egofeat")
