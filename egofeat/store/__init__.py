@@ -1,0 +1,37 @@
+"""The on-disk feature store: zarr v3 feature arrays indexed by parquet manifests.
+
+See docs/FORMAT.md for the layout; zarr + polars alone can read it.
+"""
+
+from egofeat.store.errors import (
+    IncompatibleStreamError,
+    PartAlreadyCommittedError,
+    SegmentConflictError,
+    StoreError,
+    StoreNotFoundError,
+    StreamNotFoundError,
+)
+from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
+from egofeat.store.provenance import provenance_diff, provenance_key
+from egofeat.store.store import FeatureStore
+from egofeat.store.stream import LoadedStream, Stream, StreamInfo
+from egofeat.store.writer import PartWriter
+
+__all__ = [
+    "FeatureStore",
+    "IncompatibleStreamError",
+    "LoadedStream",
+    "MANIFEST_SCHEMA",
+    "PartAlreadyCommittedError",
+    "PartWriter",
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "SegmentConflictError",
+    "StoreError",
+    "StoreNotFoundError",
+    "Stream",
+    "StreamInfo",
+    "StreamNotFoundError",
+    "provenance_diff",
+    "provenance_key",
+]

@@ -1,0 +1,255 @@
+"""The feature store: a folder (or fsspec URL) holding a segment table and feature streams."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from typing import Any
+
+import polars as pl
+
+import egofeat
+from egofeat.store import layout
+from egofeat.store.errors import (
+    IncompatibleStreamError,
+    SegmentConflictError,
+    StoreNotFoundError,
+    StreamNotFoundError,
+)
+from egofeat.store.fs import StoreFS
+from egofeat.store.provenance import provenance_diff
+from egofeat.store.stream import CODECS, Stream, StreamInfo
+
+#: Columns the store needs in a segment table (the full canonical schema lives in egofeat.sources).
+REQUIRED_SEGMENT_COLUMNS = ("dataset", "split", "segment_id", "video_id")
+
+
+class FeatureStore:
+    """A store of feature streams over a table of segments.
+
+    >>> store = FeatureStore.create("features.egofeat")          # doctest: +SKIP
+    >>> store.add_segments(segments)                              # doctest: +SKIP
+    >>> store.stream("clip-vit-b16/full").load().features.shape   # doctest: +SKIP
+    (9668, 16, 512)
+    """
+
+    def __init__(self, fs: StoreFS, meta: dict[str, Any]) -> None:
+        self.fs = fs
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.fs.url!r})"
+
+    @property
+    def path(self) -> str:
+        return self.fs.url
+
+    # ---- opening -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = True) -> FeatureStore:
+        """Create a store at ``path`` (a folder or fsspec URL); open it if it exists and ``exist_ok``."""
+        fs = StoreFS(path)
+        marker = fs.path(layout.STORE_FILE)
+        if fs.exists(marker):
+            if not exist_ok:
+                raise FileExistsError(f"a store already exists at {fs.url}")
+            return cls.open(path)
+        if fs.exists(fs.root) and fs.listdir(fs.root):
+            raise FileExistsError(
+                f"{fs.url} exists and is not an egofeat store; choose an empty or new folder"
+            )
+        meta = {
+            "format": layout.FORMAT_NAME,
+            "format_version": layout.FORMAT_VERSION,
+            "created_at": time.time(),
+            "egofeat_version": egofeat.__version__,
+        }
+        fs.makedirs(fs.root)
+        fs.write_bytes(marker, json.dumps(meta, indent=1).encode())
+        return cls(fs, meta)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> FeatureStore:
+        """Open the store at ``path``; with ``create=True`` make it if missing."""
+        fs = StoreFS(path)
+        marker = fs.path(layout.STORE_FILE)
+        if not fs.exists(marker):
+            if create:
+                return cls.create(path)
+            raise StoreNotFoundError(
+                f"no egofeat store at {fs.url} (missing {layout.STORE_FILE}); create one with "
+                "`egofeat extract --store ...` or FeatureStore.create()"
+            )
+        meta = json.loads(fs.read_bytes(marker))
+        if meta.get("format_version", 0) > layout.FORMAT_VERSION:
+            raise StoreNotFoundError(
+                f"store {fs.url} has format version {meta['format_version']}, newer than this "
+                f"egofeat ({layout.FORMAT_VERSION}); upgrade egofeat"
+            )
+        return cls(fs, meta)
+
+    # ---- segments ----------------------------------------------------------------------
+    def segments(self) -> pl.LazyFrame:
+        """The segment table of all datasets and splits added so far."""
+        folder = self.fs.path(layout.SEGMENTS_DIR)
+        files = [n for n in self.fs.listdir(folder) if n.endswith(".parquet")]
+        if not files:
+            return pl.LazyFrame(schema={c: pl.Utf8 for c in REQUIRED_SEGMENT_COLUMNS})
+        frames = [self._read_parquet(f"{folder}/{name}") for name in files]
+        return pl.concat(frames, how="diagonal_relaxed").lazy()
+
+    def _read_parquet(self, path: str) -> pl.DataFrame:
+        if self.fs.is_local:
+            return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
+
+    def add_segments(self, segments: pl.DataFrame) -> int:
+        """Add segments to the store's table; returns how many were new.
+
+        Segments already present with identical content are skipped, so adding the same file
+        twice is harmless. A segment id present with *different* content is refused.
+        """
+        missing = [c for c in REQUIRED_SEGMENT_COLUMNS if c not in segments.columns]
+        if missing:
+            raise ValueError(f"segment table lacks required columns {missing}; build it with egofeat.sources")
+        duplicated = segments.filter(pl.col("segment_id").is_duplicated())["segment_id"].unique().to_list()
+        if duplicated:
+            raise SegmentConflictError(f"segment ids repeated in the table being added: {duplicated[:5]}")
+        existing = self.segments().collect()
+        if existing.height:
+            new = segments.join(existing.select("segment_id"), on="segment_id", how="anti")
+            _check_same(segments.join(existing.select("segment_id"), on="segment_id", how="semi"), existing)
+        else:
+            new = segments
+        if new.height == 0:
+            return 0
+        buffer = io.BytesIO()
+        new.write_parquet(buffer, statistics=True)
+        data = buffer.getvalue()
+        name = f"{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+        self.fs.write_bytes(self.fs.path(layout.SEGMENTS_DIR, name), data)
+        return new.height
+
+    # ---- streams -----------------------------------------------------------------------
+    def stream_names(self) -> list[str]:
+        """Names of all streams, sorted."""
+        names: list[str] = []
+        self._collect_streams(self.fs.path(layout.STREAMS_DIR), "", names)
+        return sorted(names)
+
+    def _collect_streams(self, folder: str, prefix: str, out: list[str]) -> None:
+        entries = self.fs.listdir(folder)
+        if layout.STREAM_FILE in entries:
+            out.append(prefix)
+            return
+        for entry in entries:
+            if entry.startswith(".") or "." in entry and entry.endswith((".json", ".tmp")):
+                continue
+            self._collect_streams(f"{folder}/{entry}", f"{prefix}/{entry}" if prefix else entry, out)
+
+    def has_stream(self, name: str) -> bool:
+        return self.fs.exists(self._stream_file(name))
+
+    def _stream_file(self, name: str) -> str:
+        return self.fs.path(layout.STREAMS_DIR, *layout.check_stream_name(name).split("/"), layout.STREAM_FILE)
+
+    def stream(self, name: str) -> Stream:
+        """The stream called ``name``; KeyError (StreamNotFoundError) naming the known streams."""
+        path = self._stream_file(name)
+        if not self.fs.exists(path):
+            known = ", ".join(self.stream_names()) or "none yet"
+            raise StreamNotFoundError(f"store {self.fs.url} has no stream {name!r} (streams: {known})")
+        return Stream(self.fs, StreamInfo.from_dict(json.loads(self.fs.read_bytes(path))))
+
+    def create_stream(
+        self,
+        name: str,
+        *,
+        dim: int,
+        provenance: dict[str, Any],
+        kind: str = "image",
+        dtype: str = "float16",
+        frames_per_row: int | None = None,
+        codec: str = "none",
+    ) -> Stream:
+        """Create a stream, or return the existing one if its provenance and shape match.
+
+        A stream that exists with a different provenance or shape is refused with
+        IncompatibleStreamError listing the differences: write to a new stream name instead.
+        """
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {CODECS}")
+        provenance = {**provenance, "egofeat_version": egofeat.__version__}
+        info = StreamInfo(name=layout.check_stream_name(name), dim=int(dim), dtype=str(dtype),
+                          frames_per_row=frames_per_row, kind=kind, provenance=provenance, codec=codec)
+        if self.has_stream(name):
+            existing = self.stream(name)
+            _check_compatible(existing.info, info)
+            return existing
+        self.fs.write_bytes(self._stream_file(name), json.dumps(info.to_dict(), indent=1).encode())
+        return Stream(self.fs, info)
+
+    # ---- queries -----------------------------------------------------------------------
+    def manifest(self) -> pl.LazyFrame:
+        """Manifests of all streams, with a ``stream`` column."""
+        frames = [
+            self.stream(name).manifest().with_columns(pl.lit(name).alias("stream"))
+            for name in self.stream_names()
+        ]
+        if not frames:
+            return pl.LazyFrame(schema={"stream": pl.Utf8, "segment_id": pl.Utf8, "status": pl.Utf8})
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def sql(self, query: str) -> pl.DataFrame:
+        """Run polars SQL over the tables ``segments`` and ``manifest`` (all streams)."""
+        context = pl.SQLContext(segments=self.segments(), manifest=self.manifest(), eager=False)
+        return context.execute(query).collect()
+
+    def info(self) -> dict[str, Any]:
+        """A summary of the store: segments per dataset/split and every stream's counts."""
+        segments = self.segments().collect()
+        by_split = (
+            segments.group_by("dataset", "split").len().sort("dataset", "split").to_dicts()
+            if segments.height else []
+        )
+        return {
+            "path": self.fs.url,
+            "format_version": self.meta.get("format_version"),
+            "segments": segments.height,
+            "splits": by_split,
+            "streams": [self.stream(n).summary() for n in self.stream_names()],
+        }
+
+
+def _check_compatible(existing: StreamInfo, incoming: StreamInfo) -> None:
+    problems = []
+    for field in ("dim", "dtype", "frames_per_row", "kind", "codec"):
+        a, b = getattr(existing, field), getattr(incoming, field)
+        if a != b:
+            problems.append(f"{field}: {a!r} in the stream, {b!r} in this write")
+    problems.extend(provenance_diff(existing.provenance, incoming.provenance, prefix="provenance."))
+    if problems:
+        raise IncompatibleStreamError(
+            f"stream {existing.name!r} exists with a different configuration; refusing to mix "
+            "features. Differences:\n  " + "\n  ".join(problems)
+            + "\nWrite to a new stream name (e.g. add a suffix) or remove the old stream."
+        )
+
+
+def _check_same(incoming: pl.DataFrame, existing: pl.DataFrame) -> None:
+    columns = [c for c in incoming.columns if c in existing.columns]
+    joined = incoming.select(columns).join(existing.select(columns), on="segment_id", suffix="__old")
+    for column in columns:
+        if column == "segment_id":
+            continue
+        old = f"{column}__old"
+        differs = joined.filter(pl.col(column).ne_missing(pl.col(old).cast(joined.schema[column], strict=False)))
+        if differs.height:
+            ids = differs["segment_id"].head(5).to_list()
+            raise SegmentConflictError(
+                f"segments {ids} are already in the store with a different {column!r}; "
+                "segment ids must be unique across datasets and splits"
+            )

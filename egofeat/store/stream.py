@@ -1,0 +1,384 @@
+"""A stream: the features of one (encoder, crop, sampling) over many segments, and its readers."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import zarr
+
+from egofeat.store import layout
+from egofeat.store.errors import StoreError
+from egofeat.store.fs import StoreFS
+from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_OK
+from egofeat.store.provenance import provenance_key
+from egofeat.store.writer import PartWriter
+
+#: Codecs a stream may be compressed with (fp16 embeddings gain ≤ 1.2×; off by default).
+CODECS = ("none", "blosc-zstd", "zstd")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a stream holds: shape, dtype, and the provenance of its features."""
+
+    name: str
+    dim: int
+    dtype: str
+    frames_per_row: int | None
+    kind: str
+    provenance: dict[str, Any]
+    codec: str = "none"
+    format_version: int = layout.FORMAT_VERSION
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        """Resume key: a hash of everything that determines the features."""
+        return provenance_key({**self.provenance, "_shape": [self.dim, self.dtype, self.frames_per_row, self.kind]})
+
+    @property
+    def chunk_rows(self) -> int:
+        """Frames per zarr chunk: about CHUNK_BYTES, and a multiple of frames_per_row."""
+        per_frame = self.dim * np.dtype(self.dtype).itemsize
+        rows = max(1, layout.CHUNK_BYTES // per_frame)
+        if self.frames_per_row:
+            rows = max(self.frames_per_row, rows // self.frames_per_row * self.frames_per_row)
+        return int(rows)
+
+    def compressors(self) -> Any:
+        if self.codec == "none":
+            return None
+        if self.codec == "zstd":
+            return zarr.codecs.ZstdCodec(level=3)
+        return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "dim": self.dim, "dtype": self.dtype,
+            "frames_per_row": self.frames_per_row, "kind": self.kind, "codec": self.codec,
+            "provenance": self.provenance, "key": self.key,
+            "format_version": self.format_version, "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamInfo:
+        return cls(
+            name=data["name"], dim=int(data["dim"]), dtype=data["dtype"],
+            frames_per_row=data.get("frames_per_row"), kind=data.get("kind", "image"),
+            provenance=data.get("provenance", {}), codec=data.get("codec", "none"),
+            format_version=int(data.get("format_version", layout.FORMAT_VERSION)),
+            created_at=float(data.get("created_at", 0.0)),
+        )
+
+
+@dataclass
+class LoadedStream:
+    """Features of a stream in RAM, aligned with their segment ids.
+
+    ``features`` is (N, T, D) for streams with a fixed number of frames per row. For streams
+    with a variable number (dense sampling) it is the flat (total_frames, D) array and
+    ``offsets`` (N + 1) delimits each row's frames.
+    """
+
+    segment_ids: np.ndarray
+    features: np.ndarray
+    offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.segment_ids)
+
+    def row(self, i: int) -> np.ndarray:
+        """Frames of row ``i`` as (n_frames, D)."""
+        if self.offsets is None:
+            return self.features[i]
+        return self.features[self.offsets[i] : self.offsets[i + 1]]
+
+
+class Stream:
+    """One stream of a store. Get it from ``FeatureStore.stream(name)``."""
+
+    def __init__(self, fs: StoreFS, info: StreamInfo) -> None:
+        self.fs = fs
+        self.info = info
+        self.name = info.name
+        self._parts = (layout.STREAMS_DIR, *info.name.split("/"))
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r}, dim={self.info.dim}, frames_per_row={self.info.frames_per_row})"
+
+    def _path(self, *parts: str) -> str:
+        return self.fs.path(*self._parts, *parts)
+
+    # ---- parts and commits -------------------------------------------------------------
+    def part_writer(self, part_id: str) -> PartWriter:
+        """A writer for one part; see :class:`PartWriter`."""
+        return PartWriter(self, part_id)
+
+    def committed_parts(self) -> dict[str, dict[str, Any]]:
+        """Commit records by part id (only committed parts are visible to readers)."""
+        names = [n for n in self.fs.listdir(self._path(layout.COMMITS_DIR)) if n.endswith(".json")]
+        records = {}
+        for name in names:
+            record = json.loads(self.fs.read_bytes(self._path(layout.COMMITS_DIR, name)))
+            records[record["part_id"]] = record
+        return records
+
+    def is_committed(self, part_id: str) -> bool:
+        return self.fs.exists(self._path(layout.COMMITS_DIR, f"{part_id}.json"))
+
+    def uncommitted_attempts(self) -> list[tuple[str, str]]:
+        """(part_id, attempt) folders that no commit record points to: crashed or in-flight writes."""
+        committed = {pid: r["attempt"] for pid, r in self.committed_parts().items()}
+        found = []
+        for part_id in self.fs.listdir(self._path(layout.PARTS_DIR)):
+            for attempt in self.fs.listdir(self._path(layout.PARTS_DIR, part_id)):
+                if committed.get(part_id) != attempt:
+                    found.append((part_id, attempt))
+        return found
+
+    def cleanup(self, *, older_than_sec: float = 0.0, keep: Sequence[tuple[str, str]] = ()) -> int:
+        """Remove uncommitted attempts older than ``older_than_sec``; returns how many were removed.
+
+        Attempt names start with their creation time, so age needs no filesystem metadata.
+        ``keep`` protects attempts known to be in flight.
+        """
+        now_ms = time.time() * 1000
+        removed = 0
+        for part_id, attempt in self.uncommitted_attempts():
+            if (part_id, attempt) in set(keep):
+                continue
+            try:
+                created_ms = int(attempt.split("-", 1)[0], 16)
+            except ValueError:
+                created_ms = 0
+            if now_ms - created_ms >= older_than_sec * 1000:
+                self.fs.remove(self._path(layout.PARTS_DIR, part_id, attempt))
+                removed += 1
+        return removed
+
+    # ---- manifest ----------------------------------------------------------------------
+    def _manifest_urls(self, records: dict[str, dict[str, Any]]) -> list[str]:
+        return [
+            self._path(layout.PARTS_DIR, pid, records[pid]["attempt"], layout.MANIFEST)
+            for pid in sorted(records)
+        ]
+
+    def manifest(self) -> pl.LazyFrame:
+        """All rows of committed parts (ok and error), in store order, as a polars LazyFrame."""
+        records = self.committed_parts()
+        consolidated = self._consolidated(records)
+        if consolidated is not None:
+            return consolidated
+        if not records:
+            return pl.LazyFrame(schema=MANIFEST_SCHEMA)
+        frames = [self._read_parquet(url) for url in self._manifest_urls(records)]
+        return pl.concat(frames, how="diagonal_relaxed").lazy()
+
+    def _read_parquet(self, path: str) -> pl.DataFrame:
+        if self.fs.is_local:
+            return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
+
+    def consolidate(self) -> int:
+        """Write one manifest file covering all committed parts (fast reads); returns its row count.
+
+        Readers use it only while the set of committed parts is unchanged, so a stale file is
+        never read as current.
+        """
+        records = self.committed_parts()
+        frame = self.manifest().collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, statistics=True)
+        key = provenance_key({"parts": {p: r["attempt"] for p, r in records.items()}})
+        self.fs.write_bytes(self._path(f"manifest-{key}.parquet"), buffer.getvalue())
+        self.fs.write_bytes(
+            self._path(layout.CONSOLIDATED_FILE),
+            json.dumps({"parts": sorted(records), "manifest": f"manifest-{key}.parquet"}).encode(),
+        )
+        for name in self.fs.listdir(self._path()):
+            if name.startswith("manifest-") and name != f"manifest-{key}.parquet":
+                self.fs.remove(self._path(name))
+        return frame.height
+
+    def _consolidated(self, records: dict[str, dict[str, Any]]) -> pl.LazyFrame | None:
+        path = self._path(layout.CONSOLIDATED_FILE)
+        if not records or not self.fs.exists(path):
+            return None
+        meta = json.loads(self.fs.read_bytes(path))
+        if sorted(meta["parts"]) != sorted(records):
+            return None
+        target = self._path(meta["manifest"])
+        if not self.fs.exists(target):
+            return None
+        return self._read_parquet(target).lazy()
+
+    # ---- features ----------------------------------------------------------------------
+    def load(self, segment_ids: Sequence[str] | None = None, *, threads: int = 4) -> LoadedStream:
+        """Load ``ok`` rows into RAM: all of them in store order, or the given ids in that order.
+
+        Whole-stream loads read each part straight into one preallocated array, at disk speed.
+        Raises KeyError naming requested ids that have no ok row in this stream.
+        """
+        ok = self.manifest().filter(pl.col("status") == STATUS_OK).select(
+            "segment_id", "part_id", "attempt", "offset", "n_frames"
+        ).collect()
+        if segment_ids is not None:
+            wanted = pl.DataFrame({"segment_id": list(segment_ids)}, schema={"segment_id": pl.Utf8})
+            missing = wanted.join(ok, on="segment_id", how="anti")["segment_id"].to_list()
+            if missing:
+                raise KeyError(
+                    f"stream {self.name!r} has no ok features for {len(missing)} of the requested "
+                    f"segments, e.g. {missing[:5]} (check `egofeat info` for error rows)"
+                )
+            if len(wanted) < 0.25 * max(1, ok.height):
+                return self._load_rows(wanted.join(ok, on="segment_id", how="left", maintain_order="left"))
+        full = self._load_all(ok, threads=threads)
+        if segment_ids is None:
+            return full
+        index = pl.DataFrame({"segment_id": full.segment_ids}).with_row_index("i")
+        order = wanted.join(index, on="segment_id", how="left", maintain_order="left")["i"].to_numpy()
+        return _take(full, order)
+
+    def _load_all(self, ok: pl.DataFrame, *, threads: int) -> LoadedStream:
+        info = self.info
+        parts = ok.group_by("part_id", "attempt", maintain_order=True).agg(pl.col("n_frames").sum())
+        total = int(parts["n_frames"].sum()) if parts.height else 0
+        flat = np.empty((total, info.dim), dtype=info.dtype)
+        starts = np.concatenate([[0], np.cumsum(parts["n_frames"].to_numpy())]).astype(np.int64)
+        jobs = [
+            (pid, att, flat[starts[i] : starts[i + 1]])
+            for i, (pid, att) in enumerate(zip(parts["part_id"], parts["attempt"], strict=True))
+        ]
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            list(pool.map(lambda job: self._read_part_into(*job), jobs))
+        ids = ok["segment_id"].to_numpy()
+        if info.frames_per_row is not None:
+            return LoadedStream(ids, flat.reshape(len(ids), info.frames_per_row, info.dim))
+        offsets = np.concatenate([[0], np.cumsum(ok["n_frames"].to_numpy())]).astype(np.int64)
+        return LoadedStream(ids, flat, offsets)
+
+    def _load_rows(self, rows: pl.DataFrame) -> LoadedStream:
+        info = self.info
+        chunks = []
+        arrays: dict[tuple[str, str], Any] = {}
+        for pid, att, offset, n in rows.select("part_id", "attempt", "offset", "n_frames").iter_rows():
+            if (pid, att) not in arrays:
+                arrays[(pid, att)] = zarr.open_array(self._features_url(pid, att), mode="r")
+            chunks.append(arrays[(pid, att)][offset : offset + n])
+        ids = rows["segment_id"].to_numpy()
+        flat = np.concatenate(chunks) if chunks else np.zeros((0, info.dim), info.dtype)
+        if info.frames_per_row is not None:
+            return LoadedStream(ids, flat.reshape(len(ids), info.frames_per_row, info.dim))
+        offsets = np.concatenate([[0], np.cumsum(rows["n_frames"].to_numpy())]).astype(np.int64)
+        return LoadedStream(ids, flat, offsets)
+
+    def _features_url(self, part_id: str, attempt: str) -> str:
+        return self.fs.url_of(*self._parts, layout.PARTS_DIR, part_id, attempt, layout.FEATURES)
+
+    def _read_part_into(self, part_id: str, attempt: str, out: np.ndarray) -> None:
+        """Fill ``out`` with a part's features.
+
+        Uncompressed local parts are read chunk file by chunk file straight into ``out`` (one
+        copy, like np.load); everything else goes through zarr.
+        """
+        if not len(out):
+            return
+        folder = self._path(layout.PARTS_DIR, part_id, attempt, layout.FEATURES)
+        if self.fs.is_local and _read_raw_chunks(folder, out):
+            return
+        out[...] = zarr.open_array(self._features_url(part_id, attempt), mode="r")[...]
+
+    def read(self, segment_ids: Sequence[str]) -> np.ndarray:
+        """Features of the given segments, in that order (fixed-frame streams: (N, T, D))."""
+        return self.load(segment_ids).features
+
+    def to_torch(self, segment_ids: Sequence[str] | None = None) -> Any:
+        """Like :meth:`load`, as a torch tensor (shares memory with the numpy array)."""
+        import torch
+
+        return torch.from_numpy(self.load(segment_ids).features)
+
+    def to_dask(self) -> Any:
+        """A lazy dask array over the ok rows in store order: (N, T, D), or (frames, D) if ragged."""
+        import dask.array as da
+
+        ok = self.manifest().filter(pl.col("status") == STATUS_OK).collect()
+        parts = ok.select("part_id", "attempt").unique(maintain_order=True)
+        arrays = [
+            da.from_zarr(zarr.open_array(self._features_url(pid, att), mode="r"))
+            for pid, att in parts.iter_rows()
+        ]
+        if not arrays:
+            shape = (0, self.info.frames_per_row or 1, self.info.dim) if self.info.frames_per_row else (0, self.info.dim)
+            return da.zeros(shape, dtype=self.info.dtype)
+        flat = da.concatenate(arrays, axis=0)
+        if self.info.frames_per_row is None:
+            return flat
+        return flat.reshape(ok.height, self.info.frames_per_row, self.info.dim)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and shape for `egofeat info`."""
+        manifest = self.manifest().select("status", "n_frames").collect()
+        ok = manifest.filter(pl.col("status") == STATUS_OK)
+        return {
+            "name": self.name, "kind": self.info.kind, "dim": self.info.dim, "dtype": self.info.dtype,
+            "frames_per_row": self.info.frames_per_row, "rows": manifest.height, "ok": ok.height,
+            "errors": manifest.height - ok.height, "frames": int(ok["n_frames"].sum() or 0),
+            "committed_parts": len(self.committed_parts()), "provenance": self.info.provenance,
+            "key": self.info.key,
+        }
+
+
+def _take(loaded: LoadedStream, order: np.ndarray) -> LoadedStream:
+    if loaded.offsets is None:
+        return LoadedStream(loaded.segment_ids[order], loaded.features[order])
+    rows = [loaded.row(int(i)) for i in order]
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    flat = np.concatenate(rows) if rows else loaded.features[:0]
+    return LoadedStream(loaded.segment_ids[order], flat, np.concatenate([[0], np.cumsum(lengths)]))
+
+
+def _read_raw_chunks(folder: str, out: np.ndarray) -> bool:
+    """Read an uncompressed zarr v3 array's chunk files into ``out``; False if not applicable."""
+    try:
+        with open(os.path.join(folder, "zarr.json"), "rb") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    codecs = meta.get("codecs", [])
+    encoding = meta.get("chunk_key_encoding", {})
+    if (
+        len(codecs) != 1
+        or codecs[0].get("name") != "bytes"
+        or codecs[0].get("configuration", {}).get("endian", "little") != "little"
+        or encoding.get("name") != "default"
+        or encoding.get("configuration", {}).get("separator", "/") != "/"
+        or np.dtype(meta.get("data_type")) != out.dtype
+        or tuple(meta["shape"]) != out.shape
+        or not out.flags.c_contiguous
+    ):
+        return False
+    chunk_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+    fill = meta.get("fill_value", 0)
+    for i in range(math.ceil(out.shape[0] / chunk_rows)):
+        view = out[i * chunk_rows : (i + 1) * chunk_rows]
+        path = os.path.join(folder, "c", str(i), "0")
+        try:
+            with open(path, "rb", buffering=0) as f:
+                got = f.readinto(memoryview(view).cast("B"))
+        except FileNotFoundError:  # zarr skips chunks equal to the fill value
+            view[...] = fill
+            continue
+        if got != view.nbytes:
+            raise StoreError(f"chunk file {path} is truncated ({got} of {view.nbytes} bytes)")
+    return True

@@ -1,0 +1,226 @@
+"""Writing one part of a stream: rows are buffered, then written and committed atomically.
+
+A part is written into its own attempt folder ``parts/<part_id>/<attempt>/`` (one writer per
+zarr array, so no shard is ever shared), and becomes visible only when its commit record
+``commits/<part_id>.json`` is created. Creating that record is exclusive: if two writers race
+on the same part, one commits and the other's attempt is discarded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import zarr
+
+from egofeat.store import layout
+from egofeat.store.errors import IncompatibleStreamError, PartAlreadyCommittedError
+from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
+
+if TYPE_CHECKING:
+    from egofeat.store.stream import Stream
+
+
+@dataclass
+class _Row:
+    segment_id: str
+    video_id: str
+    features: np.ndarray | None
+    frame_times: list[float] | None
+    boxes: list[list[float]] | None
+    error: str | None
+    extra: dict[str, Any]
+
+
+class PartWriter:
+    """Buffers the rows of one part and commits them atomically.
+
+    Use as a context manager: the part commits when the block ends without an exception and is
+    discarded otherwise::
+
+        with stream.part_writer("P01-0001") as part:
+            part.add("P01_11_0", "P01_11", feats, frame_times=times)
+            part.add_error("P01_11_1", "P01_11", "decode timed out after 60 s")
+    """
+
+    def __init__(self, stream: Stream, part_id: str) -> None:
+        self.stream = stream
+        self.part_id = layout.check_part_id(part_id)
+        self.attempt = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
+        self._rows: list[_Row] = []
+        self._seen: set[str] = set()
+        self.committed = False
+
+    @property
+    def attempt_dir(self) -> str:
+        return self.stream._path(layout.PARTS_DIR, self.part_id, self.attempt)
+
+    def add(
+        self,
+        segment_id: str,
+        video_id: str,
+        features: np.ndarray,
+        *,
+        frame_times: Sequence[float] | None = None,
+        boxes: Sequence[Sequence[float]] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add an ``ok`` row: ``features`` is (n_frames, dim), or (dim,) for one vector per row.
+
+        A row whose features are not finite becomes an ``error`` row instead of poisoning the stream.
+        """
+        info = self.stream.info
+        feats = np.asarray(features)
+        if feats.ndim == 1:
+            feats = feats[None, :]
+        if feats.ndim != 2 or feats.shape[1] != info.dim:
+            raise IncompatibleStreamError(
+                f"segment {segment_id!r}: features of shape {feats.shape} do not fit stream "
+                f"{info.name!r} (expected (n_frames, {info.dim}))"
+            )
+        if info.frames_per_row is not None and feats.shape[0] != info.frames_per_row:
+            raise IncompatibleStreamError(
+                f"segment {segment_id!r}: {feats.shape[0]} frames, but stream {info.name!r} "
+                f"holds {info.frames_per_row} frames per row"
+            )
+        if not np.isfinite(feats).all():
+            self.add_error(segment_id, video_id, "encoder produced non-finite features", frame_times=frame_times)
+            return
+        self._append(_Row(segment_id, video_id, feats.astype(info.dtype, copy=False),
+                          _floats(frame_times), _boxes(boxes), None, dict(extra or {})))
+
+    def add_error(
+        self,
+        segment_id: str,
+        video_id: str,
+        error: str,
+        *,
+        frame_times: Sequence[float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add an ``error`` row: the segment is recorded, with what went wrong, and has no features."""
+        self._append(_Row(segment_id, video_id, None, _floats(frame_times), None, str(error), dict(extra or {})))
+
+    def _append(self, row: _Row) -> None:
+        if row.segment_id in self._seen:
+            raise ValueError(f"segment {row.segment_id!r} added twice to part {self.part_id!r}")
+        self._seen.add(row.segment_id)
+        self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and not self.committed:
+            self.commit()
+        elif exc_type is not None and not self.committed:
+            self.abort()
+
+    def commit(self, *, timing: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Write features and manifest, then create the commit record; returns the record.
+
+        Raises PartAlreadyCommittedError (and removes this attempt) if the part was committed
+        by another writer in the meantime.
+        """
+        if self.committed:
+            raise RuntimeError(f"part {self.part_id!r} is already committed")
+        fs = self.stream.fs
+        if fs.exists(self.stream._path(layout.COMMITS_DIR, f"{self.part_id}.json")):
+            self.abort()
+            raise PartAlreadyCommittedError(f"part {self.part_id!r} of stream {self.stream.name!r} is already committed")
+        fs.makedirs(self.attempt_dir)
+        n_frames = self._write_features()
+        manifest = self._manifest()
+        buffer = io.BytesIO()
+        manifest.write_parquet(buffer, statistics=True)
+        fs.write_bytes(self.stream._path(layout.PARTS_DIR, self.part_id, self.attempt, layout.MANIFEST), buffer.getvalue())
+        n_ok = int((manifest["status"] == STATUS_OK).sum())
+        record = {
+            "part_id": self.part_id,
+            "attempt": self.attempt,
+            "rows": len(self._rows),
+            "ok": n_ok,
+            "errors": len(self._rows) - n_ok,
+            "n_frames": n_frames,
+            "committed_at": time.time(),
+            "writer": {"host": socket.gethostname(), "pid": os.getpid()},
+            "timing": dict(timing or {}),
+        }
+        created = fs.create_exclusive(
+            self.stream._path(layout.COMMITS_DIR, f"{self.part_id}.json"),
+            json.dumps(record, indent=1).encode(),
+        )
+        if not created:
+            self.abort()
+            raise PartAlreadyCommittedError(
+                f"part {self.part_id!r} of stream {self.stream.name!r} was committed by another writer first"
+            )
+        self.committed = True
+        return record
+
+    def abort(self) -> None:
+        """Discard this attempt's files (the part stays uncommitted)."""
+        self.stream.fs.remove(self.attempt_dir)
+
+    def _write_features(self) -> int:
+        info = self.stream.info
+        ok = [r.features for r in self._rows if r.features is not None]
+        data = np.concatenate(ok) if ok else np.zeros((0, info.dim), dtype=info.dtype)
+        zarr.create_array(
+            store=self.stream.fs.url_of(*self.stream._parts, layout.PARTS_DIR, self.part_id, self.attempt, layout.FEATURES),
+            shape=data.shape,
+            chunks=(info.chunk_rows, info.dim),
+            dtype=info.dtype,
+            compressors=info.compressors(),
+            filters=None,
+            fill_value=0,
+            zarr_format=3,
+            overwrite=True,
+        )[...] = data
+        return int(data.shape[0])
+
+    def _manifest(self) -> pl.DataFrame:
+        offset = 0
+        columns: dict[str, list[Any]] = {name: [] for name in MANIFEST_SCHEMA}
+        extra_names = sorted({k for r in self._rows for k in r.extra})
+        extras: dict[str, list[Any]] = {name: [] for name in extra_names}
+        for i, r in enumerate(self._rows):
+            n = 0 if r.features is None else int(r.features.shape[0])
+            values = {
+                "segment_id": r.segment_id, "video_id": r.video_id, "part_id": self.part_id,
+                "attempt": self.attempt, "row": i, "offset": offset if n else None, "n_frames": n,
+                "frame_times": r.frame_times, "boxes": r.boxes,
+                "status": STATUS_OK if r.features is not None else STATUS_ERROR, "error": r.error,
+            }
+            for name, value in values.items():
+                columns[name].append(value)
+            for name in extra_names:
+                extras[name].append(r.extra.get(name))
+            offset += n
+        frame = pl.DataFrame(columns, schema=MANIFEST_SCHEMA)
+        if extras:
+            frame = frame.with_columns(pl.Series(name, values, strict=False) for name, values in extras.items())
+        return frame
+
+
+def _floats(values: Sequence[float] | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _boxes(values: Sequence[Sequence[float]] | None) -> list[list[float]] | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float32).reshape(-1, 4)
+    return array.tolist()
