@@ -1,10 +1,89 @@
 """The `egofeat` command line: thin typer commands over `egofeat.pipelines`."""
 
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
 
-app = typer.Typer(help="egofeat: an offline feature store for egocentric video.", no_args_is_help=True)
+from egofeat.pipelines import console as out
+
+app = typer.Typer(
+    help="egofeat: an offline feature store for egocentric video, and lightweight heads on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+StorePath = Annotated[Path, typer.Argument(help="The feature store (a folder or fsspec URL).")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Errors that are the user's input, reported as one line without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, FileExistsError)
 
 
-@app.callback()
+def _user_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from egofeat.store import StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except (StoreError, *USER_ERRORS) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            out.err_console.print(f"[red]error:[/red] {message}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_user_errors
+def info(store: StorePath, json_output: JsonOption = False) -> None:
+    """Streams of a store: rows, ok/error counts, frames per row, dim, dtype, provenance."""
+    from egofeat.pipelines.inspect import store_info
+
+    summary = store_info(store)
+    out.print_json(summary) if json_output else out.print_store_info(summary)
+
+
+@app.command()
+@_user_errors
+def query(
+    store: StorePath,
+    sql: Annotated[str, typer.Argument(help="polars SQL over the tables `segments` and `manifest`.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Polars SQL over a store's segment table (`segments`) and manifests of all streams (`manifest`)."""
+    from egofeat.pipelines.inspect import query_store
+
+    result = query_store(store, sql)
+    out.print_json(result.to_dicts()) if json_output else out.console.print(out.frame_table(result))
+
+
+@app.command()
+@_user_errors
+def export(
+    store: StorePath,
+    stream: Annotated[str, typer.Option(help="Stream name, e.g. clip-vit-b16/full.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output .npy (+ .segment_ids.txt) or .parquet.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Features of a stream in segment order, with their ids, as plain .npy or parquet."""
+    from egofeat.pipelines.inspect import export_stream
+
+    result = export_stream(store, stream, out_path)
+    if json_output:
+        out.print_json(result)
+    else:
+        out.console.print(
+            f"wrote {result['rows']:,} rows of {stream} to {', '.join(result['files'])}"
+            f" ({result['skipped_error_rows']} error rows skipped)"
+        )
+
+
 def main() -> None:
-    """egofeat: extract features once, train heads in minutes."""
+    app(prog_name="egofeat")

@@ -1,0 +1,169 @@
+"""Benchmark: store I/O against plain .npy and HDF5, and manifest queries against pandas+CSV.
+
+Run on demand (not part of the tests):
+
+    python bench/store_io.py                    # EPIC-100-train scale: 67,217 x 16 x 512 fp16 (1.1 GB)
+    python bench/store_io.py --rows 8000 --json # quicker, machine-readable
+
+(1) Whole-stream load into RAM: egofeat `Stream.load()` vs `np.load` of the same array from
+.npy vs h5py reading the same array from an HDF5 file, measured side by side in one run with a
+warm page cache (each repeated, median reported). Targets: >= 0.8x the .npy throughput, >= 1x HDF5.
+(2) Manifest query at EgoClip scale (3.8M rows): a filter + group-by with polars over parquet,
+beside pandas reading the same data from CSV. Target: polars < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from egofeat.store import FeatureStore
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_load(root: Path, rows: int, frames: int, dim: int, rows_per_part: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((rows, frames, dim), dtype=np.float32).astype(np.float16)
+    ids = np.array([f"seg{i:07d}" for i in range(rows)])
+
+    store = FeatureStore.create(root / "store")
+    stream = store.create_stream("bench/full", dim=dim, provenance={"encoder": "bench"}, frames_per_row=frames)
+    start = time.perf_counter()
+    for p, lo in enumerate(range(0, rows, rows_per_part)):
+        with stream.part_writer(f"part{p:05d}") as writer:
+            for i in range(lo, min(rows, lo + rows_per_part)):
+                writer.add(ids[i], f"video{i // 136}", data[i])
+    write_store = time.perf_counter() - start
+    stream.consolidate()
+
+    np.save(root / "features.npy", data)
+    import h5py
+
+    with h5py.File(root / "features.h5", "w") as f:
+        f.create_dataset("features", data=data, chunks=(max(1, (4 << 20) // (frames * dim * 2)), frames, dim))
+
+    def load_store():
+        loaded = stream.load()
+        assert loaded.features.shape == data.shape
+
+    def load_npy():
+        np.load(root / "features.npy")
+
+    def load_h5():
+        with h5py.File(root / "features.h5", "r") as f:
+            f["features"][...]
+
+    for fn in (load_store, load_npy, load_h5):  # warm the page cache for all three
+        fn()
+    assert np.array_equal(stream.load().features, data)
+    results = {}
+    for name, fn in (("egofeat", load_store), ("npy", load_npy), ("hdf5", load_h5)):
+        results[name] = _median_seconds(fn, repeats)
+    gb = data.nbytes / 1e9
+    return {
+        "rows": rows, "frames": frames, "dim": dim, "gigabytes": round(gb, 3),
+        "parts": stream.summary()["committed_parts"], "write_store_s": round(write_store, 2),
+        "seconds": {k: round(v, 3) for k, v in results.items()},
+        "gb_per_s": {k: round(gb / v, 2) for k, v in results.items()},
+        "ratio_vs_npy": round(results["npy"] / results["egofeat"], 2),
+        "ratio_vs_hdf5": round(results["hdf5"] / results["egofeat"], 2),
+    }
+
+
+def bench_query(root: Path, rows: int, repeats: int) -> dict:
+    rng = np.random.default_rng(1)
+    n_videos = max(1, rows // 1000)
+    frame = pl.DataFrame(
+        {
+            "segment_id": [f"clip{i}" for i in range(rows)],
+            "video_id": rng.integers(0, n_videos, rows).astype(str),
+            "participant_id": [f"P{v:02d}" for v in rng.integers(0, 40, rows)],
+            "stream": rng.choice(["clip/full", "clip/hand"], rows),
+            "status": rng.choice(["ok", "error"], rows, p=[0.99, 0.01]),
+            "n_frames": rng.integers(1, 32, rows).astype(np.int32),
+            "box_score": rng.random(rows).astype(np.float32),
+            "verb_class": rng.integers(0, 118, rows),
+        }
+    )
+    frame.write_parquet(root / "manifest.parquet", row_group_size=256_000)
+    frame.write_csv(root / "manifest.csv")
+
+    def polars_query():
+        return (
+            pl.scan_parquet(root / "manifest.parquet")
+            .filter((pl.col("status") == "ok") & (pl.col("box_score") < 0.2) & (pl.col("stream") == "clip/hand"))
+            .group_by("participant_id")
+            .agg(pl.len().alias("segments"), pl.col("n_frames").sum())
+            .collect()
+        )
+
+    def pandas_query():
+        import pandas as pd
+
+        df = pd.read_csv(root / "manifest.csv")
+        sel = df[(df.status == "ok") & (df.box_score < 0.2) & (df.stream == "clip/hand")]
+        return sel.groupby("participant_id").agg(segments=("segment_id", "size"), n_frames=("n_frames", "sum"))
+
+    polars_s = _median_seconds(polars_query, repeats)
+    pandas_s = _median_seconds(pandas_query, max(1, repeats // 2))
+    return {"rows": rows, "polars_parquet_s": round(polars_s, 3), "pandas_csv_s": round(pandas_s, 3),
+            "speedup": round(pandas_s / polars_s, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=67_217)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--rows-per-part", type=int, default=1024)
+    parser.add_argument("--query-rows", type=int, default=3_847_723)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    root = Path(args.dir or tempfile.mkdtemp(prefix="egofeat-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        load = bench_load(root, args.rows, args.frames, args.dim, args.rows_per_part, args.repeats)
+        query = bench_query(root, args.query_rows, args.repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result = {"load": load, "query": query}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"whole-stream load: {load['rows']} x {load['frames']} x {load['dim']} fp16 ({load['gigabytes']} GB, {load['parts']} parts)")
+    for col in ("reader", "seconds", "GB/s"):
+        table.add_column(col)
+    for name in ("egofeat", "npy", "hdf5"):
+        table.add_row(name, f"{load['seconds'][name]:.3f}", f"{load['gb_per_s'][name]:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"egofeat / npy throughput: {load['ratio_vs_npy']}x (target >= 0.8); "
+                  f"egofeat / hdf5: {load['ratio_vs_hdf5']}x (target >= 1)")
+    console.print(f"manifest query over {query['rows']:,} rows: polars+parquet {query['polars_parquet_s']} s "
+                  f"(target < 1 s), pandas+CSV {query['pandas_csv_s']} s ({query['speedup']}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Rendering results for people (rich) and machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (NaN becomes null, numpy/polars values become plain)."""
+    print(json.dumps(_plain(data), indent=1))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return _plain(value.item())
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def frame_table(frame: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> Table:
+    """A rich table of a polars frame (first ``max_rows`` rows)."""
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.head(max_rows).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    if frame.height > max_rows:
+        table.caption = f"{max_rows} of {frame.height} rows shown"
+    return table
+
+
+def print_store_info(info: dict[str, Any]) -> None:
+    """Render `egofeat info` output."""
+    console.print(f"[bold]{info['path']}[/bold]  (format v{info['format_version']}, {info['segments']:,} segments)")
+    if info["splits"]:
+        console.print(frame_table(pl.DataFrame(info["splits"]), title="segments"))
+    table = Table(title="streams")
+    table.add_column("stream", no_wrap=True)
+    for column in ("kind", "rows", "ok", "errors", "frames/row", "dim", "dtype", "parts", "encoder"):
+        table.add_column(column, overflow="fold")
+    for s in info["streams"]:
+        parts = str(s["committed_parts"])
+        if s.get("planned_parts"):
+            parts = f"{s['committed_parts']}/{s['planned_parts']}"
+        table.add_row(
+            s["name"], s["kind"], f"{s['rows']:,}", f"{s['ok']:,}", f"{s['errors']:,}",
+            str(s["frames_per_row"] or "var"), str(s["dim"]), s["dtype"], parts,
+            str(s["provenance"].get("encoder", "")),
+        )
+    console.print(table)
