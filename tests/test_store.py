@@ -218,3 +218,35 @@ def test_sql_over_segments_and_manifest(store):
     ]
     info = store.info()
     assert info["streams"][0]["ok"] == 1 and info["streams"][0]["errors"] == 1
+
+
+def test_leases_protect_in_flight_parts_and_die_with_their_holder(store):
+    import subprocess
+    import sys
+    import textwrap
+
+    stream = store.create_stream("a", dim=8, provenance=PROV, frames_per_row=4)
+    in_flight = stream.part_writer("busy")
+    in_flight.add("s0", "v", _feats(0))
+    in_flight._write_features()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from egofeat.store import FeatureStore
+            lease = FeatureStore.open({str(store.path)!r}).stream("a").claim("busy")
+            print("held" if lease else "busy", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert stream.claim("busy") is None  # another live process holds it
+        assert stream.cleanup() == 0  # its attempt is kept
+    finally:
+        holder.kill()  # like kill -9: no chance to release anything
+        holder.wait()
+    lease = stream.claim("busy")
+    assert lease is not None  # recovered without manual cleanup
+    lease.release()
+    assert stream.cleanup() == 1

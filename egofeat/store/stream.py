@@ -19,6 +19,7 @@ import zarr
 from egofeat.store import layout
 from egofeat.store.errors import StoreError
 from egofeat.store.fs import StoreFS
+from egofeat.store.lease import PartLease
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_OK
 from egofeat.store.provenance import provenance_key
 from egofeat.store.writer import PartWriter
@@ -146,24 +147,30 @@ class Stream:
                     found.append((part_id, attempt))
         return found
 
-    def cleanup(self, *, older_than_sec: float = 0.0, keep: Sequence[tuple[str, str]] = ()) -> int:
-        """Remove uncommitted attempts older than ``older_than_sec``; returns how many were removed.
+    def claim(self, part_id: str) -> PartLease | None:
+        """Lease ``part_id`` for writing; None if another live process holds it.
 
-        Attempt names start with their creation time, so age needs no filesystem metadata.
-        ``keep`` protects attempts known to be in flight.
+        Local stores only (see :mod:`egofeat.store.lease`); on other filesystems this returns a
+        lease that guards nothing, and executors must hand out disjoint parts.
         """
-        now_ms = time.time() * 1000
+        if not self.fs.is_local:
+            return _NoLease()  # type: ignore[return-value]
+        return PartLease.try_acquire(self._path(layout.LEASES_DIR, f"{layout.check_part_id(part_id)}.lock"))
+
+    def cleanup(self) -> int:
+        """Remove uncommitted attempts of parts no live writer holds; returns how many were removed.
+
+        Attempts of a part whose lease is held belong to a writer at work and are kept.
+        """
         removed = 0
         for part_id, attempt in self.uncommitted_attempts():
-            if (part_id, attempt) in set(keep):
+            lease = self.claim(part_id)
+            if lease is None:
                 continue
-            try:
-                created_ms = int(attempt.split("-", 1)[0], 16)
-            except ValueError:
-                created_ms = 0
-            if now_ms - created_ms >= older_than_sec * 1000:
-                self.fs.remove(self._path(layout.PARTS_DIR, part_id, attempt))
-                removed += 1
+            with lease:
+                if self.committed_parts().get(part_id, {}).get("attempt") != attempt:
+                    self.fs.remove(self._path(layout.PARTS_DIR, part_id, attempt))
+                    removed += 1
         return removed
 
     # ---- manifest ----------------------------------------------------------------------
@@ -337,6 +344,21 @@ class Stream:
             "committed_parts": len(self.committed_parts()), "provenance": self.info.provenance,
             "key": self.info.key,
         }
+
+
+class _NoLease:
+    """Stands in for a lease where the filesystem has no locks."""
+
+    held = True
+
+    def release(self) -> None:
+        return None
+
+    def __enter__(self) -> _NoLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _take(loaded: LoadedStream, order: np.ndarray) -> LoadedStream:
