@@ -1,0 +1,79 @@
+"""Dataset adapters: annotation files -> the canonical segment table, vocabularies, splits.
+
+Every loader returns a polars DataFrame whose leading columns are :data:`SEGMENT_COLUMNS`
+(dtypes in :data:`SEGMENT_SCHEMA`), checked by :func:`validate_segments`; malformed input
+raises :class:`SegmentTableError` naming the file, row and column. This layer imports
+nothing else of egofeat.
+"""
+
+from egofeat.sources.charades import (
+    load_charades_classes,
+    load_charades_ego,
+    parse_charades_actions,
+)
+from egofeat.sources.ego4d import EILEV_WINDOW, XMIC_WINDOW, Window, load_ego4d_fho
+from egofeat.sources.epic100 import (
+    EpicAnnotations,
+    infer_epic_split,
+    load_epic100,
+    load_tail_classes,
+    load_unseen_participants,
+    load_video_info,
+)
+from egofeat.sources.epic_frames import (
+    epic_frame_at,
+    epic_frame_time,
+    epic_frame_times,
+    epic_frames_at,
+    epic_jpeg_fps,
+)
+from egofeat.sources.errors import SegmentTableError
+from egofeat.sources.generic import load_segments
+from egofeat.sources.parsing import parse_timestamp
+from egofeat.sources.retrieval import EgoMcq, MirItems, load_egoclip, load_egomcq, load_epic_mir
+from egofeat.sources.schema import SEGMENT_COLUMNS, SEGMENT_SCHEMA, validate_segments
+from egofeat.sources.vocab import Vocabulary, load_epic_vocabularies
+from egofeat.sources.xmic_splits import (
+    ClassSplit,
+    ego4d_vocabulary,
+    epic_readable_name,
+    load_xmic_split,
+)
+
+__all__ = [
+    "EILEV_WINDOW",
+    "SEGMENT_COLUMNS",
+    "SEGMENT_SCHEMA",
+    "XMIC_WINDOW",
+    "ClassSplit",
+    "EgoMcq",
+    "EpicAnnotations",
+    "MirItems",
+    "SegmentTableError",
+    "Vocabulary",
+    "Window",
+    "ego4d_vocabulary",
+    "epic_frame_at",
+    "epic_frame_time",
+    "epic_frame_times",
+    "epic_frames_at",
+    "epic_jpeg_fps",
+    "epic_readable_name",
+    "infer_epic_split",
+    "load_charades_classes",
+    "load_charades_ego",
+    "load_ego4d_fho",
+    "load_egoclip",
+    "load_egomcq",
+    "load_epic100",
+    "load_epic_mir",
+    "load_epic_vocabularies",
+    "load_segments",
+    "load_tail_classes",
+    "load_unseen_participants",
+    "load_video_info",
+    "load_xmic_split",
+    "parse_charades_actions",
+    "parse_timestamp",
+    "validate_segments",
+]
