@@ -42,6 +42,27 @@ def _user_errors(fn: F) -> F:
 
 @app.command()
 @_user_errors
+def segments(
+    file: Annotated[Path, typer.Argument(help="Annotation file (EPIC CSV/PKL, fho_main.json, CSV/parquet).")],
+    dataset: Annotated[str, typer.Option(help="epic100 | ego4d | generic.")] = "epic100",
+    split: Annotated[str | None, typer.Option(help="Split name (default: from the file name).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the table to parquet.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Also add the segments to this store.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl files (pickles can run code).")] = False,
+    mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
+    window: Annotated[str, typer.Option(help="ego4d: action | xmic | eilev time window.")] = "action",
+    json_output: JsonOption = False,
+) -> None:
+    """Load and validate annotations into the canonical segment table; print a summary."""
+    from egofeat.pipelines.segments import segments_command
+
+    summary = segments_command(file, dataset, out=out_path, store=store, split=split,
+                               allow_pickle=allow_pickle, mapping=mapping, window=window)
+    out.print_json(summary) if json_output else out.print_summary(summary, title=str(file))
+
+
+@app.command()
+@_user_errors
 def info(store: StorePath, json_output: JsonOption = False) -> None:
     """Streams of a store: rows, ok/error counts, frames per row, dim, dtype, provenance."""
     from egofeat.pipelines.inspect import store_info

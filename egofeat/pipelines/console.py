@@ -67,3 +67,13 @@ def print_store_info(info: dict[str, Any]) -> None:
             str(s["provenance"].get("encoder", "")),
         )
     console.print(table)
+
+
+def print_summary(summary: dict[str, Any], title: str | None = None) -> None:
+    """Render a flat summary dict as a two-column table."""
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
