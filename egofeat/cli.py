@@ -106,5 +106,79 @@ def export(
         )
 
 
+@app.command()
+@_user_errors
+def extract(
+    annotations: Annotated[list[Path], typer.Option(help="Annotation file(s); repeatable.")],
+    videos: Annotated[Path, typer.Option(help="Root of the videos or frame folders.")],
+    store: Annotated[Path, typer.Option(help="The feature store to write (created if missing).")],
+    dataset: Annotated[str, typer.Option(help="epic100 | ego4d | generic.")] = "epic100",
+    layout: Annotated[str, typer.Option(help="epic-mp4 | epic-frames | flat | a template like '{video_id}.mp4'.")] = "epic-mp4",
+    encoder: Annotated[list[str], typer.Option(help="Encoder name; repeatable (see `egofeat encoders`).")] = ["tiny"],  # noqa: B006
+    crop: Annotated[str, typer.Option(help="full | hand | both.")] = "full",
+    boxes: Annotated[Path | None, typer.Option(help="Hand-object pickles folder (EPIC layout) or a parquet of boxes.")] = None,
+    frames: Annotated[int, typer.Option(help="Frames (bins) per segment.")] = 8,
+    sampling: Annotated[str, typer.Option(help="uniform | random | oversampled | dense | clip.")] = "uniform",
+    per_bin: Annotated[int, typer.Option(help="oversampled: frames per bin (odd: the middle one is the bin centre).")] = 3,
+    fps: Annotated[float | None, typer.Option(help="dense: frames per second.")] = None,
+    clip_len: Annotated[int, typer.Option(help="clip: frames per clip (LaViLa: 4 or 16).")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size (default: automatic).")] = None,
+    workers: Annotated[int, typer.Option(help="Decoder worker processes (0: decode in-process).")] = 2,
+    decode_timeout: Annotated[float, typer.Option(help="Seconds before a hanging decode is killed.")] = 300.0,
+    videos_per_part: Annotated[int, typer.Option(help="Videos per committed part.")] = 1,
+    hand_threshold: Annotated[float, typer.Option()] = 0.8,
+    object_threshold: Annotated[float, typer.Option()] = 0.01,
+    box_margin: Annotated[float, typer.Option(help="Grow boxes by this fraction.")] = 0.0,
+    box_fallback: Annotated[str, typer.Option(help="full | nearest: frames without a qualifying box.")] = "full",
+    tag: Annotated[str, typer.Option(help="Suffix for stream names (a new configuration -> a new stream).")] = "",
+    text: Annotated[bool, typer.Option(help="Also write class-prompt and narration text streams.")] = True,
+    template: Annotated[list[str], typer.Option(help="Class-prompt template(s), e.g. 'a photo of a {}'.")] = ["{}"],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(help="Only the first N segments (a trial run).")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl annotation files.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Decode, crop and encode the frames of annotated segments into a feature store.
+
+    Exit status: 0 when every segment is ok, 1 when some ended as error rows, 2 on bad usage.
+    """
+    from egofeat.pipelines.extract import ExtractOptions, run_extract
+
+    options = ExtractOptions(
+        annotations=annotations, videos=videos, store=store, dataset=dataset, layout=layout,
+        encoders=encoder, crop=crop, boxes=boxes, frames=frames, sampling=sampling, per_bin=per_bin,
+        fps=fps, clip_len=clip_len, device=device, batch_size=batch_size, workers=workers,
+        decode_timeout=decode_timeout, videos_per_part=videos_per_part, hand_threshold=hand_threshold,
+        object_threshold=object_threshold, box_margin=box_margin, box_fallback=box_fallback, tag=tag,
+        text=text, templates=template, limit=limit, allow_pickle=allow_pickle, progress=not json_output,
+    )
+    summary = run_extract(options)
+    out.print_json(summary.to_dict()) if json_output else out.print_extract_summary(summary.to_dict())
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the synthetic dataset, store and runs.")] = Path("egofeat-demo"),
+    json_output: JsonOption = False,
+) -> None:
+    """Run the whole flow on a small synthetic egocentric dataset (about a minute on a laptop CPU)."""
+    from egofeat.pipelines.demo import run_demo
+
+    summary = run_demo(out_dir, progress=not json_output)
+    out.print_json(summary) if json_output else out.print_demo_summary(summary)
+
+
+@app.command()
+def encoders() -> None:
+    """Encoder families and how to name them."""
+    from egofeat.extract.encoders import describe_encoders
+
+    for family, usage in describe_encoders().items():
+        out.console.print(f"[bold]{family}[/bold]  {usage}")
+
+
 def main() -> None:
     app(prog_name="egofeat")

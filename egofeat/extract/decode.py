@@ -531,6 +531,9 @@ class DecodeResult:
     backend: str | None = None
     fallback_reason: str | None = None
     error: str | None = None
+    #: the video's duration when it could be opened (also on errors: lets a caller tell which
+    #: segments run past the end and decode the others)
+    duration_sec: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -543,6 +546,7 @@ def decode_job(job: DecodeJob, *, opener: Opener = open_video, threads: int = 1)
     result = DecodeResult(key=job.key, path=str(job.path))
     try:
         with opener(job.path, job.backend, fps=job.fps, threads=threads) as reader:
+            result.duration_sec = float(reader.duration_sec)
             decoded = reader.read_at(job.times)
             result.backend, result.fallback_reason = reader.backend, reader.fallback_reason
         result.times = decoded.times

@@ -77,3 +77,45 @@ def print_summary(summary: dict[str, Any], title: str | None = None) -> None:
     for key, value in summary.items():
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
     console.print(table)
+
+
+def print_extract_summary(summary: dict[str, Any]) -> None:
+    """Render the end-of-run summary of `egofeat extract`."""
+    if summary["nothing_to_do"]:
+        console.print(f"nothing to do: all {summary['segments']:,} segments are already in "
+                      f"{', '.join(summary['streams'])} ({summary['store']})")
+        return
+    table = Table(title=f"extracted into {summary['store']}")
+    for column in ("stream", "ok", "errors"):
+        table.add_column(column)
+    for name in summary["streams"]:
+        errors = summary["errors"][name]
+        table.add_row(name, f"{summary['ok'][name]:,}", f"[red]{errors:,}[/red]" if errors else "0")
+    console.print(table)
+    seconds = summary["seconds"]
+    console.print(
+        f"parts: {summary['done_parts']} done, {summary['skipped_parts']} skipped of {summary['planned_parts']}; "
+        f"frames: {summary['unique_frames']:,} decoded for {summary['requested_frames']:,} requested "
+        f"(dedup ratio {summary['dedup_ratio']})"
+    )
+    console.print(
+        f"seconds: decode {seconds['decode_worker']} (worker time), encode {seconds['encode']}, "
+        f"write {seconds['write']}, wall {seconds['wall']}"
+    )
+    if summary["text_streams"]:
+        console.print(f"text streams: {', '.join(summary['text_streams'])}")
+    if summary["failed"]:
+        console.print("[red]some segments failed[/red]: see their error rows with "
+                      f"`egofeat query {summary['store']} \"SELECT stream, segment_id, error FROM manifest WHERE status = 'error'\"`")
+
+
+def print_demo_summary(summary: dict[str, Any]) -> None:
+    """Render what `egofeat demo` built."""
+    print_extract_summary(summary["extract"])
+    console.print(f"dataset: {summary['dataset']['path']} (verbs: {', '.join(summary['dataset']['verbs'])}; "
+                  f"nouns: {', '.join(summary['dataset']['nouns'])})")
+    console.print(f"streams: {', '.join(summary['streams'])}")
+    for run in summary.get("runs", []):
+        console.print(f"run [bold]{run['name']}[/bold]: {run['path']}  " + "  ".join(
+            f"{k} {v:.1f}" for k, v in run["metrics"].items()))
+    console.print(f"done in {summary['seconds']} s; explore with `egofeat info {summary['store']}`")

@@ -1,0 +1,672 @@
+"""Extraction: segments -> frame plan -> decode (worker processes) -> crop -> encode -> store.
+
+The unit of work is a *part*: a group of videos whose segments are written, for each target
+stream, as one committed store part. :class:`PartRunner` is the part function every executor
+runs (it owns the encoders, loaded once); :func:`run_extract` is the serial executor, which
+decodes ahead of the encoder in worker processes across part boundaries.
+
+Resume is by construction: a part's id is a hash of its segment ids, a part committed in a
+stream is never redone, and segments already in a stream are not planned again. A stream whose
+provenance differs from the run's configuration is refused (use ``tag`` to write a new stream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from egofeat.extract import (
+    DecodeJob,
+    DecodePool,
+    DecodeResult,
+    ExtractionPlan,
+    FrameSampler,
+    HandObjectBoxes,
+    UnionRule,
+    VideoLayout,
+    VideoPlan,
+    decode_job,
+    plan_videos,
+)
+from egofeat.store import STATUS_OK, FeatureStore, PartAlreadyCommittedError, Stream
+
+Crop = Literal["full", "hand"]
+CROPS: dict[str, tuple[Crop, ...]] = {"full": ("full",), "hand": ("hand",), "both": ("full", "hand")}
+SAMPLINGS = ("uniform", "random", "oversampled", "dense", "clip")
+#: how far past a video's end a frame time may be (decoders' durations are approximate)
+END_SLACK_SEC = 0.05
+
+
+@dataclass
+class ExtractOptions:
+    """Everything `egofeat extract` is configured with (see ``egofeat extract --help``)."""
+
+    annotations: Sequence[Path]
+    videos: Path
+    store: Path
+    dataset: str = "epic100"
+    layout: str = "epic-mp4"
+    encoders: Sequence[str] = ("tiny",)
+    crop: str = "full"
+    boxes: Path | None = None
+    frames: int = 8
+    sampling: str = "uniform"
+    per_bin: int = 3
+    fps: float | None = None
+    clip_len: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int | None = None
+    workers: int = 2
+    prefetch: int = 2
+    decode_timeout: float = 300.0
+    videos_per_part: int = 1
+    hand_threshold: float = 0.8
+    object_threshold: float = 0.01
+    box_margin: float = 0.0
+    box_square: bool = True
+    box_fallback: str = "full"
+    text: bool = True
+    templates: Sequence[str] = ("{}",)
+    tag: str = ""
+    split: str | None = None
+    allow_pickle: bool = False
+    limit: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"--crop must be one of {', '.join(CROPS)}, not {self.crop!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
+        if "hand" in CROPS[self.crop] and self.boxes is None:
+            raise ValueError("hand crops need --boxes: a folder of EPIC hand-object pickles or a parquet of boxes")
+        if self.videos_per_part < 1:
+            raise ValueError("--videos-per-part must be >= 1")
+
+
+def build_sampler(options: ExtractOptions) -> FrameSampler:
+    """The frame sampler the options ask for."""
+    if options.sampling == "uniform":
+        return FrameSampler.uniform(options.frames)
+    if options.sampling == "random":
+        return FrameSampler.random(options.frames, seed=options.seed)
+    if options.sampling == "oversampled":
+        return FrameSampler.oversampled(options.frames, per_bin=options.per_bin)
+    if options.sampling == "clip":
+        return FrameSampler.clip(options.frames, options.clip_len)
+    if not options.fps:
+        raise ValueError("--sampling dense needs --fps")
+    return FrameSampler.dense(options.fps)
+
+
+def encoder_slug(name: str) -> str:
+    """A stream-name-safe short name of an encoder: ``clip:ViT-B-16:openai`` -> ``clip-vit-b-16-openai``."""
+    parts = name.split(":")
+    if len(parts) > 2 and ("/" in parts[-1] or parts[-1].endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        parts[-1] = Path(parts[-1]).stem
+    text = "-".join(p for p in parts if p).lower()
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text).strip("-")
+
+
+def stream_name(encoder: str, crop: str, tag: str = "") -> str:
+    """``<encoder slug>/<crop>[-<tag>]``, e.g. ``clip-vit-b-16-openai/hand``."""
+    return f"{encoder_slug(encoder)}/{crop}" + (f"-{tag}" if tag else "")
+
+
+def load_annotations(options: ExtractOptions) -> pl.DataFrame:
+    """The segment table of all annotation files (first ``limit`` rows when set)."""
+    from egofeat.pipelines.segments import load_segment_file
+
+    tables = [
+        load_segment_file(path, options.dataset, split=options.split, allow_pickle=options.allow_pickle)
+        for path in options.annotations
+    ]
+    table = pl.concat(tables, how="diagonal_relaxed") if len(tables) > 1 else tables[0]
+    return table.head(options.limit) if options.limit else table
+
+
+# ---- parts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """A group of videos and, per target stream, the segments still to write there."""
+
+    part_id: str
+    videos: tuple[VideoPlan, ...]
+    todo: dict[str, frozenset[str]]
+
+    @property
+    def n_segments(self) -> int:
+        return sum(len(v.segment_ids) for v in self.videos)
+
+
+def part_id_of(videos: Sequence[VideoPlan]) -> str:
+    """Deterministic part id: first video id + a hash of the videos' segment ids."""
+    digest = hashlib.sha256()
+    for video in videos:
+        digest.update(video.video_id.encode() + b"\0")
+        for sid in video.segment_ids:
+            digest.update(sid.encode() + b"\1")
+    head = "".join(c if c.isalnum() or c in "._-" else "-" for c in videos[0].video_id)
+    return f"{head}-{digest.hexdigest()[:12]}"
+
+
+def plan_parts(plan: ExtractionPlan, done: dict[str, set[str]], videos_per_part: int) -> list[PartSpec]:
+    """Group the plan's videos into parts; keep only parts with work left in some stream.
+
+    ``done`` maps each target stream to the segment ids it already holds (ok or error rows).
+    """
+    videos = list(plan.videos)
+    parts = []
+    for start in range(0, len(videos), videos_per_part):
+        group = tuple(videos[start : start + videos_per_part])
+        ids = {sid for v in group for sid in v.segment_ids}
+        todo = {name: frozenset(ids - seen) for name, seen in done.items() if ids - seen}
+        if todo:
+            parts.append(PartSpec(part_id_of(group), group, todo))
+    return parts
+
+
+# ---- the part function -------------------------------------------------------------------
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (decode is worker time, summed over workers)."""
+
+    decode: float = 0.0
+    encode: float = 0.0
+    write: float = 0.0
+    frames_decoded: int = 0
+    frames_encoded: int = 0
+
+    def add(self, other: StageTimes) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class PartOutcome:
+    """What one part produced, per stream."""
+
+    part_id: str
+    ok: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+    segments: int = 0
+
+
+@dataclass(frozen=True)
+class _Target:
+    stream: Stream
+    encoder_index: int
+    crop: Crop
+
+
+class PartRunner:
+    """Decodes, crops, encodes and writes parts. Holds the encoders: build it once per process."""
+
+    def __init__(self, options: ExtractOptions, store: FeatureStore, sampler: FrameSampler) -> None:
+        from egofeat.extract.encoders import create_encoder
+
+        self.options = options
+        self.store = store
+        self.sampler = sampler
+        self.encoders = [
+            create_encoder(name, device=options.device, batch_size=options.batch_size)
+            for name in options.encoders
+        ]
+        kinds = {enc.kind for enc in self.encoders}
+        if "clip" in kinds and sampler.kind != "clip":
+            raise ValueError("clip encoders (LaViLa) need --sampling clip, and a run of their own")
+        if sampler.kind == "clip" and kinds != {"clip"}:
+            raise ValueError("--sampling clip is for clip encoders only; extract image encoders in another run")
+        for enc in self.encoders:
+            if enc.kind == "clip" and enc.frames_per_clip != sampler.clip_len:
+                raise ValueError(f"{enc.name} takes {enc.frames_per_clip} frames per clip: pass --clip-len {enc.frames_per_clip}")
+        self.layout = _video_layout(options)
+        self.rule = UnionRule(hand_threshold=options.hand_threshold, object_threshold=options.object_threshold)
+        sizes = [enc.preprocessing.resize_size for enc in self.encoders]
+        self.short_side = max(sizes)
+        self.crop_size = max(sizes)
+        self.targets = [
+            _Target(self._create_stream(enc, crop), i, crop)
+            for i, enc in enumerate(self.encoders)
+            for crop in CROPS[options.crop]
+        ]
+
+    # -- streams --
+    def _frames_per_row(self) -> int | None:
+        if self.sampler.kind == "dense":
+            return None
+        if self.sampler.kind == "oversampled":
+            return self.sampler.num_frames * self.sampler.per_bin
+        return self.sampler.num_frames
+
+    def crop_provenance(self, crop: Crop) -> dict[str, Any]:
+        if crop == "full":
+            return {"rule": "full frame"}
+        return {
+            "rule": "union of hands and their matched objects (EPIC-100 hand-object detections)",
+            "boxes": str(self.options.boxes),
+            **self.rule_params(),
+            "margin": self.options.box_margin,
+            "square": self.options.box_square,
+            "fallback": self.options.box_fallback,
+            "crop_size": self.crop_size,
+        }
+
+    def rule_params(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.rule).items()}
+
+    def _create_stream(self, encoder: Any, crop: Crop) -> Stream:
+        provenance = {
+            **encoder.provenance(),
+            "crop": self.crop_provenance(crop),
+            "sampling": self.sampler.to_dict(),
+            "decode": {"short_side": self.short_side, "layout": self.layout.template},
+        }
+        name = stream_name(encoder.name, crop, self.options.tag)
+        return self.store.create_stream(
+            name, dim=encoder.dim, provenance=provenance,
+            kind="clip" if encoder.kind == "clip" else "image",
+            frames_per_row=self._frames_per_row(),
+        )
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [t.stream.name for t in self.targets]
+
+    # -- decode jobs --
+    def video_path(self, video: VideoPlan) -> Path:
+        """The video's file or frame folder (a missing one is reported when decoding)."""
+        return self.layout.resolve(video.video_id, video.participant_id)
+
+    def boxes_for(self, video: VideoPlan) -> np.ndarray | str | None:
+        """Per-time crop boxes (N, 4), an error message, or None when no stream needs crops."""
+        if not any(t.crop == "hand" for t in self.targets):
+            return None
+        options = self.options
+        common = {"fallback": options.box_fallback, "margin": options.box_margin, "square": options.box_square}
+        try:
+            if options.boxes is not None and Path(options.boxes).suffix == ".parquet":
+                boxes = HandObjectBoxes.from_parquet(options.boxes, video.video_id, **common)
+            else:
+                boxes = HandObjectBoxes.from_folder(options.boxes, video.video_id, video.participant_id,
+                                                    rule=self.rule, **common)
+            return np.asarray(boxes.boxes_at(video.times), dtype=np.float64)
+        except (OSError, ValueError) as error:
+            return f"hand-object boxes of video {video.video_id}: {error}"
+
+    def job(self, video: VideoPlan, path: Path, boxes: np.ndarray | None, times: np.ndarray | None = None) -> DecodeJob:
+        return DecodeJob(
+            key=video.video_id, path=path, times=video.times if times is None else times,
+            boxes=boxes, crop_size=self.crop_size, crop_margin=0.0, crop_square=False,
+            short_side=self.short_side,
+            full_frames=any(t.crop == "full" for t in self.targets),
+        )
+
+    # -- encode and write --
+    def write_part(self, part: PartSpec, decoded: Sequence[DecodedVideo]) -> PartOutcome:
+        """Encode the decoded videos of ``part`` and commit one store part per target stream."""
+        outcome = PartOutcome(part.part_id, segments=part.n_segments)
+        for target in self.targets:
+            todo = part.todo.get(target.stream.name)
+            if not todo:
+                continue
+            lease = target.stream.claim(part.part_id)
+            if lease is None:  # another process is writing this part of this stream
+                outcome.skipped.append(target.stream.name)
+                continue
+            with lease:
+                if target.stream.is_committed(part.part_id):  # it finished while we decoded
+                    outcome.skipped.append(target.stream.name)
+                    continue
+                self._write_target(part, target, todo, decoded, outcome)
+        return outcome
+
+    def _write_target(self, part: PartSpec, target: _Target, todo: frozenset[str],
+                      decoded: Sequence[DecodedVideo], outcome: PartOutcome) -> None:
+        encoder = self.encoders[target.encoder_index]
+        writer = target.stream.part_writer(part.part_id)
+        times = StageTimes()
+        ok = errors = 0
+        for video in decoded:
+            for sid, row in self._rows(video, target, encoder, times):
+                if sid not in todo:
+                    continue
+                if isinstance(row, str):
+                    writer.add_error(sid, video.plan.video_id, row)
+                    errors += 1
+                else:
+                    feats, frame_times, row_boxes = row
+                    writer.add(sid, video.plan.video_id, feats, frame_times=frame_times, boxes=row_boxes)
+                    ok += 1
+        start = time.perf_counter()
+        try:
+            writer.commit(timing=asdict(times))
+        except PartAlreadyCommittedError:
+            outcome.skipped.append(target.stream.name)
+            return
+        times.write += time.perf_counter() - start
+        outcome.ok[target.stream.name] = ok
+        outcome.errors[target.stream.name] = errors
+        outcome.times.add(times)
+
+    def _rows(self, video: DecodedVideo, target: _Target, encoder: Any,
+              times: StageTimes) -> Iterator[tuple[str, Any]]:
+        """(segment id, (features, frame times, boxes) or an error message) per segment."""
+        plan, result = video.plan, video.result
+        error = result.error if result is not None else video.error
+        if target.crop == "hand" and isinstance(video.boxes, str):
+            error = error or video.boxes
+        if error is not None or result is None:
+            yield from ((sid, error or "not decoded") for sid in plan.segment_ids)
+            return
+        images = result.crops if target.crop == "hand" else result.frames
+        wanted = [i for i, sid in enumerate(plan.segment_ids) if sid not in video.segment_errors]
+        start = time.perf_counter()
+        if encoder.kind == "clip":  # rows are T clips of clip_len frames
+            index = np.stack([plan.segment_indices[i] for i in wanted]) if wanted else np.zeros((0, 1, 1), int)
+            clips = encoder.encode(images[index.reshape(-1, index.shape[-1])]) if wanted else None
+            rows = {i: clips.reshape(len(wanted), index.shape[1], -1)[k] for k, i in enumerate(wanted)}
+            times.frames_encoded += int(index.size)
+        else:
+            needed = np.unique(np.concatenate([plan.segment_indices[i].ravel() for i in wanted])) if wanted else np.zeros(0, int)
+            unique = np.zeros((len(images), encoder.dim), np.float32)
+            if len(needed):
+                unique[needed] = encoder.encode(images[needed])
+            rows = {i: unique[plan.segment_indices[i].ravel()] for i in wanted}
+            times.frames_encoded += len(needed)
+        times.encode += time.perf_counter() - start
+        for i, sid in enumerate(plan.segment_ids):
+            if i not in rows:
+                yield sid, video.segment_errors[sid]
+                continue
+            index = plan.segment_indices[i].ravel()
+            boxes = video.boxes[index] if target.crop == "hand" else None
+            yield sid, (rows[i], result.times[index], boxes)
+
+
+@dataclass
+class DecodedVideo:
+    """A video of a part after decoding: its frames, or why it has none, per segment."""
+
+    plan: VideoPlan
+    result: DecodeResult | None
+    boxes: np.ndarray | str | None
+    error: str | None = None
+    segment_errors: dict[str, str] = field(default_factory=dict)
+
+
+def _video_layout(options: ExtractOptions) -> VideoLayout:
+    if "{" in options.layout:
+        return VideoLayout(options.videos, options.layout)
+    return VideoLayout.preset(options.layout, options.videos)
+
+
+# ---- decoding around part boundaries ------------------------------------------------------
+
+
+def _decode_fitting_segments(runner: PartRunner, video: VideoPlan, path: Path,
+                             result: DecodeResult, boxes: np.ndarray | None) -> DecodedVideo:
+    """A video whose decode failed past its end: decode the segments that fit, flag the others."""
+    duration = float(result.duration_sec or 0.0)
+    limit = duration + END_SLACK_SEC
+    fits = [i for i in range(len(video.segment_ids)) if video.segment_times(i).max() <= limit]
+    errors = {
+        video.segment_ids[i]: (
+            f"segment {video.segment_ids[i]} needs a frame at {video.segment_times(i).max():.3f} s, "
+            f"past the end of video {video.video_id} ({duration:.3f} s): check its end time"
+        )
+        for i in range(len(video.segment_ids)) if i not in fits
+    }
+    if not fits or len(fits) == len(video.segment_ids):
+        # nothing fits, or everything does and the failure was something else: report it as is
+        return DecodedVideo(video, result, boxes, segment_errors=errors if not fits else {})
+    keep = np.zeros(video.n_unique_frames, dtype=bool)
+    for i in fits:
+        keep[video.segment_indices[i].ravel()] = True
+    # Frames only the failing segments need are read at t=0 instead: indices stay aligned.
+    retry = decode_job(runner.job(video, path, boxes, times=np.where(keep, video.times, 0.0)))
+    return DecodedVideo(video, retry, boxes, segment_errors=errors)
+
+
+def decode_parts(runner: PartRunner, parts: Sequence[PartSpec], pool: DecodePool
+                 ) -> Iterator[tuple[PartSpec, list[DecodedVideo]]]:
+    """Yield each part with its decoded videos; the pool decodes ahead across parts."""
+    entries = [(part, video, runner.video_path(video), runner.boxes_for(video))
+               for part in parts for video in part.videos]
+
+    def jobs() -> Iterator[DecodeJob]:
+        for _, video, path, boxes in entries:
+            yield runner.job(video, path, boxes if isinstance(boxes, np.ndarray) else None)
+
+    results = pool.imap(jobs())
+    current: PartSpec | None = None
+    decoded: list[DecodedVideo] = []
+    for part, video, path, boxes in entries:
+        if current is not None and part is not current:
+            yield current, decoded
+            decoded = []
+        current = part
+        result = next(results)
+        if result.error is not None and result.duration_sec is not None:
+            decoded.append(_decode_fitting_segments(
+                runner, video, path, result, boxes if isinstance(boxes, np.ndarray) else None))
+        else:
+            decoded.append(DecodedVideo(video, result, boxes))
+    if current is not None:
+        yield current, decoded
+
+
+# ---- the serial executor ----------------------------------------------------------------
+
+
+@dataclass
+class ExtractSummary:
+    """What `egofeat extract` did; ``failed`` says whether any segment ended as an error row."""
+
+    store: str
+    streams: list[str]
+    segments: int
+    planned_parts: int
+    done_parts: int
+    skipped_parts: int
+    ok: dict[str, int]
+    errors: dict[str, int]
+    dedup_ratio: float
+    requested_frames: int
+    unique_frames: int
+    seconds: dict[str, float]
+    text_streams: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(self.errors.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "failed": self.failed}
+
+
+@dataclass
+class PreparedRun:
+    """The plan of a run: its store, sampler, frame plan and the parts left to do."""
+
+    options: ExtractOptions
+    store: FeatureStore
+    sampler: FrameSampler
+    segments: pl.DataFrame
+    runner: PartRunner
+    plan: ExtractionPlan
+    parts: list[PartSpec]
+
+
+def prepare_extract(options: ExtractOptions) -> PreparedRun:
+    """Load segments into the store, create streams, plan frames and the parts still to do."""
+    segments = load_annotations(options)
+    store = FeatureStore.open(options.store, create=True)
+    store.add_segments(segments)
+    sampler = build_sampler(options)
+    runner = PartRunner(options, store, sampler)
+    done = {
+        t.stream.name: set(t.stream.manifest().select("segment_id").collect()["segment_id"].to_list())
+        for t in runner.targets
+    }
+    for t in runner.targets:
+        t.stream.cleanup()  # crashed attempts of parts nobody holds
+    plan = plan_videos(segments, sampler)
+    parts = plan_parts(plan, done, options.videos_per_part)
+    return PreparedRun(options, store, sampler, segments, runner, plan, parts)
+
+
+def run_extract(options: ExtractOptions, *, prepared: PreparedRun | None = None,
+                parts: Sequence[PartSpec] | None = None,
+                on_part: Callable[[PartOutcome], None] | None = None) -> ExtractSummary:
+    """Run extraction serially in this process (decoding in ``options.workers`` processes)."""
+    started = time.perf_counter()
+    run = prepared or prepare_extract(options)
+    todo = list(run.parts if parts is None else parts)
+    total = StageTimes()
+    ok: dict[str, int] = {name: 0 for name in run.runner.stream_names}
+    errors: dict[str, int] = dict.fromkeys(run.runner.stream_names, 0)
+    done = skipped = 0
+    with _progress(options.progress, sum(p.n_segments for p in todo)) as progress, \
+            DecodePool(options.workers, options.prefetch, options.decode_timeout) as pool:
+        for part, decoded in decode_parts(run.runner, todo, pool):
+            for video in decoded:
+                if video.result is not None:
+                    total.decode += video.result.decode_sec
+                    total.frames_decoded += 0 if video.result.times is None else len(video.result.times)
+            outcome = run.runner.write_part(part, decoded)
+            total.add(outcome.times)
+            for name, n in outcome.ok.items():
+                ok[name] += n
+            for name, n in outcome.errors.items():
+                errors[name] += n
+            done += 1 if outcome.ok or outcome.errors else 0
+            skipped += 1 if outcome.skipped and not (outcome.ok or outcome.errors) else 0
+            progress.advance(part.n_segments, total)
+            if on_part is not None:
+                on_part(outcome)
+    for target in run.runner.targets:
+        target.stream.consolidate()
+    text_streams = write_text_streams(run) if options.text else []
+    return ExtractSummary(
+        store=str(run.store.path), streams=run.runner.stream_names, segments=run.segments.height,
+        planned_parts=len(todo), done_parts=done, skipped_parts=skipped, ok=ok, errors=errors,
+        dedup_ratio=round(run.plan.dedup_ratio, 3), requested_frames=run.plan.n_requested_frames,
+        unique_frames=run.plan.n_unique_frames,
+        seconds={"decode_worker": round(total.decode, 2), "encode": round(total.encode, 2),
+                 "write": round(total.write, 2), "wall": round(time.perf_counter() - started, 2)},
+        text_streams=text_streams, nothing_to_do=not todo,
+    )
+
+
+class _progress:
+    """A rich progress bar over segments (segments/s, frames/s, ETA), or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> _progress:
+        if self.enabled and self.total:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("segments"),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("extract", total=self.total, rate="")
+        return self
+
+    def advance(self, segments: int, times: StageTimes) -> None:
+        if not (self.enabled and self.total):
+            return
+        elapsed = max(1e-9, time.perf_counter() - self.started)
+        done = self.bar.tasks[0].completed + segments
+        rate = f"{done / elapsed:.1f} seg/s  {times.frames_decoded / elapsed:.0f} frames/s"
+        self.bar.update(self.task, advance=segments, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and self.total:
+            self.bar.stop()
+
+
+# ---- text streams -------------------------------------------------------------------------
+
+
+def write_text_streams(run: PreparedRun) -> list[str]:
+    """Class-prompt and narration embeddings for every encoder with a text side."""
+    from egofeat.extract.encoders import TextEncoder, class_prompt_embeddings, narration_embeddings
+
+    written = []
+    vocabularies = _vocabularies(run.options)
+    for encoder in run.runner.encoders:
+        if not isinstance(encoder, TextEncoder):
+            continue
+        slug = encoder_slug(encoder.name) + (f"-{run.options.tag}" if run.options.tag else "")
+        base = {"encoder": encoder.name, "weights_hash": encoder.weights_hash, "text": encoder.text_provenance()}
+        for task, vocab in vocabularies.items():
+            name = f"{slug}/text/{task}-prompts"
+            provenance = {**base, "templates": list(run.options.templates), "normalized": False,
+                          "items": f"{task} classes", "vocabulary_sha": _sha([*vocab])}
+            stream = run.store.create_stream(name, dim=encoder.text_dim, provenance=provenance,
+                                             kind="text", dtype="float32", frames_per_row=1)
+            if not stream.committed_parts():
+                feats = class_prompt_embeddings(encoder, list(vocab), run.options.templates)
+                with stream.part_writer("classes") as writer:
+                    for i, (cls, vec) in enumerate(zip(vocab, feats, strict=True)):
+                        writer.add(f"{task}:{i}", "", vec, extra={"text": cls})
+                stream.consolidate()
+            written.append(name)
+        name = f"{slug}/text/narration"
+        stream = run.store.create_stream(name, dim=encoder.text_dim, kind="text", dtype="float32",
+                                         frames_per_row=1, provenance={**base, "items": "segment narrations", "normalized": False})
+        have = set(stream.manifest().filter(pl.col("status") == STATUS_OK).select("segment_id").collect()["segment_id"].to_list())
+        rows = run.segments.filter(pl.col("narration").is_not_null() & ~pl.col("segment_id").is_in(list(have)))
+        if rows.height:
+            feats = narration_embeddings(encoder, rows["narration"].to_list())
+            with stream.part_writer(f"narration-{_sha(rows['segment_id'].to_list())}") as writer:
+                for sid, vid, vec in zip(rows["segment_id"], rows["video_id"], feats, strict=True):
+                    writer.add(sid, vid, vec)
+            stream.consolidate()
+        written.append(name)
+    return written
+
+
+def _vocabularies(options: ExtractOptions) -> dict[str, tuple[str, ...]]:
+    """Class names per task from the EPIC class files next to the annotations, when present."""
+    from egofeat.sources import Vocabulary
+
+    folder = Path(options.annotations[0]).parent
+    found = {}
+    for task in ("verb", "noun"):
+        path = folder / f"EPIC_100_{task}_classes.csv"
+        if options.dataset == "epic100" and path.exists():
+            vocab = Vocabulary.from_epic_csv(path)
+            found[task] = tuple(n.replace(":", " ") for n in vocab.names)
+    return found
+
+
+def _sha(items: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join(items).encode()).hexdigest()[:12]
