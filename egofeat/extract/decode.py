@@ -13,7 +13,8 @@ Backends (:func:`open_video`):
   frame counts or the average rate.
 - ``pyav``: decodes forward from the keyframe before each run of sorted requested times,
   picking frames by their pts. Used by ``auto`` when decord can't open a file, reports
-  non-monotonic or variable-frame-rate timestamps, or fails while reading.
+  non-monotonic or variable-frame-rate timestamps, or fails while reading, and for MPEG-TS
+  files (decord returns frames of the wrong GOP from them, with the right timestamps).
 - ``frames``: EPIC-style folders of ``frame_%010d.jpg`` files numbered from 1, at 60 fps for
   ``PXX_YY`` and 50 fps for ``PXX_1YY`` (or an explicit ``fps``): the file at time ``t`` is
   ``max(1, floor(t * fps))``, clamped to the last file.
@@ -67,6 +68,8 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".MP4", ".mkv", ".webm", ".mov", ".
 # Frame intervals deviating more than this fraction from the median mark a file as variable
 # frame rate (decord's index-based seeking assumes a constant rate).
 _VFR_TOLERANCE = 0.1
+# Containers decord reads wrongly without an error: auto sends them to PyAV.
+_PYAV_ONLY_EXTENSIONS = (".ts", ".mts", ".m2ts")
 
 
 class VideoDecodeError(RuntimeError):
@@ -215,6 +218,10 @@ def open_video(
         return _DecordReader(path, threads, fallback=False)
     if backend != "auto":
         raise ValueError(f"unknown decode backend {backend!r}; use auto, decord, pyav or frames")
+    if path.suffix.lower() in _PYAV_ONLY_EXTENSIONS:
+        reader = _PyAVReader(path, threads)
+        reader.fallback_reason = "MPEG-TS: decord returns frames of the wrong GOP"
+        return reader
     try:
         return _DecordReader(path, threads, fallback=True)
     except _NeedsFallback as reason:
@@ -275,8 +282,11 @@ class _DecordReader(VideoReader):
         self.fps = float(self._reader.get_avg_fps())
         self._frame_sec = float(np.median(intervals)) if intervals.size else 1.0 / self.fps
         self.duration_sec = float(max(stamps[-1, 1], self._starts[-1] + self._frame_sec))
-        height, width = self._reader[0].shape[:2]
-        self._reader.seek(0)
+        try:
+            height, width = self._reader[0].shape[:2]
+            self._reader.seek(0)
+        except Exception as error:  # e.g. MPEG-TS files decord indexes but cannot decode
+            raise self._failure(f"decord cannot decode the first frame ({_first_line(error)})") from None
         self.size = (int(width), int(height))
 
     def _failure(self, reason: str) -> Exception:
@@ -362,8 +372,12 @@ class _PyAVReader(VideoReader):
 
     def _decoded(self, from_sec: float) -> Iterator[tuple[float, av.VideoFrame]]:
         """Frames with their times from the keyframe at or before ``from_sec``."""
-        target = self._start + int(from_sec / self._time_base)
-        self._container.seek(target if self._seek_ok else self._start, stream=self._stream)
+        if self._seek_ok:
+            self._container.seek(self._start + int(from_sec / self._time_base), stream=self._stream)
+        else:
+            # The container's start: some demuxers (MPEG-TS) yield nothing after a seek to the
+            # stream's first pts.
+            self._container.seek(0)
         last = None
         for frame in self._container.decode(self._stream):
             if frame.pts is not None:
@@ -385,7 +399,7 @@ class _PyAVReader(VideoReader):
         Returns the position reached: all requested times, or the first one far enough ahead
         to be worth a seek.
         """
-        first_wanted = times[order[position]]
+        first_wanted, first_position = times[order[position]], position
         previous: tuple[float, av.VideoFrame] | None = None
         picked: tuple[float, np.ndarray] | None = None
         frames = self._decoded(first_wanted)
@@ -403,7 +417,10 @@ class _PyAVReader(VideoReader):
                     position += 1
                 if position == times.size:
                     return position
-                if self._seek_ok and times[order[position]] - pts > self.seek_gap_sec:
+                # Seek ahead only after progress: this run's seek already aimed at a time it
+                # has not reached (e.g. one past the end, beyond the last keyframe).
+                gap = times[order[position]] - pts
+                if self._seek_ok and position > first_position and gap > self.seek_gap_sec:
                     return position
                 previous = (pts, frame)
         except av.FFmpegError as error:
@@ -412,6 +429,9 @@ class _PyAVReader(VideoReader):
                 f"({_first_line(error)}); the file is truncated or corrupt"
             ) from None
         if previous is None:
+            if self._seek_ok:  # the seek found no frames (MPEG-TS does this): decode from the start
+                self._seek_ok = False
+                return position
             raise VideoDecodeError(f"{self.path}: no frames could be decoded")
         last_time, last_frame = previous
         frame_sec = (last_frame.duration or 0) * self._time_base or self._frame_sec

@@ -104,7 +104,13 @@ def print_extract_summary(summary: dict[str, Any]) -> None:
     )
     if summary["text_streams"]:
         console.print(f"text streams: {', '.join(summary['text_streams'])}")
-    if summary["failed"]:
+    if summary.get("run_log"):
+        console.print(f"run log: {summary['run_log']}")
+    if summary.get("failed_parts"):
+        shown = ", ".join(summary["failed_parts"][:5]) + (", ..." if len(summary["failed_parts"]) > 5 else "")
+        console.print(f"[red]{len(summary['failed_parts'])} parts failed[/red] ({shown}): their errors are "
+                      "in the run log; rerun the same command to retry them")
+    if any(summary["errors"].values()):
         console.print("[red]some segments failed[/red]: see their error rows with "
                       f"`egofeat query {summary['store']} \"SELECT stream, segment_id, error FROM manifest WHERE status = 'error'\"`")
 
@@ -119,3 +125,28 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
         console.print(f"run [bold]{run['name']}[/bold]: {run['path']}  " + "  ".join(
             f"{k} {v:.1f}" for k, v in run["metrics"].items()))
     console.print(f"done in {summary['seconds']} s; explore with `egofeat info {summary['store']}`")
+
+
+def print_metrics(summary: dict[str, Any]) -> None:
+    """Render a scoring result: its context, then the metrics as a table."""
+    metrics = summary.get("metrics", {})
+    for key, value in summary.items():
+        if key != "metrics":
+            console.print(f"{key}: {value}")
+    table = Table(title="metrics (x100)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, "n/a" if value is None or (isinstance(value, float) and math.isnan(value))
+                      else (f"{value:.2f}" if isinstance(value, float) else str(value)))
+    console.print(table)
+
+
+def print_run_summary(summary: dict[str, Any]) -> None:
+    """Render `egofeat train`'s result."""
+    console.print(f"run [bold]{summary['run']}[/bold]: head {summary['head']} on {', '.join(summary['streams'])}, "
+                  f"{summary['epochs']} epochs (best {summary['best_epoch']}), "
+                  f"{summary['trainable_parameters']:,} trainable parameters, {summary['seconds']} s")
+    if "metrics" in summary:
+        print_metrics({"metrics": summary["metrics"]})
+    console.print(f"plots: {summary['run']}/plots/")

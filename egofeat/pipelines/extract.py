@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,14 @@ from egofeat.extract import (
     decode_job,
     plan_videos,
 )
-from egofeat.store import STATUS_OK, FeatureStore, PartAlreadyCommittedError, Stream
+from egofeat.store import (
+    STATUS_OK,
+    FeatureStore,
+    IncompatibleStreamError,
+    PartAlreadyCommittedError,
+    PartWriter,
+    Stream,
+)
 
 Crop = Literal["full", "hand"]
 CROPS: dict[str, tuple[Crop, ...]] = {"full": ("full",), "hand": ("hand",), "both": ("full", "hand")}
@@ -78,6 +86,8 @@ class ExtractOptions:
     tag: str = ""
     split: str | None = None
     allow_pickle: bool = False
+    #: ``generic`` datasets: canonical column -> file column (a dict or its JSON string)
+    mapping: dict[str, str] | str | None = None
     limit: int | None = None
     progress: bool = True
 
@@ -126,7 +136,8 @@ def load_annotations(options: ExtractOptions) -> pl.DataFrame:
     from egofeat.pipelines.segments import load_segment_file
 
     tables = [
-        load_segment_file(path, options.dataset, split=options.split, allow_pickle=options.allow_pickle)
+        load_segment_file(path, options.dataset, split=options.split,
+                          allow_pickle=options.allow_pickle, mapping=options.mapping)
         for path in options.annotations
     ]
     table = pl.concat(tables, how="diagonal_relaxed") if len(tables) > 1 else tables[0]
@@ -277,11 +288,18 @@ class PartRunner:
             "decode": {"short_side": self.short_side, "layout": self.layout.template},
         }
         name = stream_name(encoder.name, crop, self.options.tag)
-        return self.store.create_stream(
-            name, dim=encoder.dim, provenance=provenance,
-            kind="clip" if encoder.kind == "clip" else "image",
-            frames_per_row=self._frames_per_row(),
-        )
+        try:
+            return self.store.create_stream(
+                name, dim=encoder.dim, provenance=provenance,
+                kind="clip" if encoder.kind == "clip" else "image",
+                frames_per_row=self._frames_per_row(),
+            )
+        except IncompatibleStreamError as error:
+            # The store's message says what differs; say how to keep both with this command.
+            raise IncompatibleStreamError(
+                f"{error}\nTo extract this configuration beside the existing one, rerun with "
+                f"--tag <name> (writes {name}-<name>)."
+            ) from None
 
     @property
     def stream_names(self) -> list[str]:
@@ -422,6 +440,8 @@ def _decode_fitting_segments(runner: PartRunner, video: VideoPlan, path: Path,
                              result: DecodeResult, boxes: np.ndarray | None) -> DecodedVideo:
     """A video whose decode failed past its end: decode the segments that fit, flag the others."""
     duration = float(result.duration_sec or 0.0)
+    if not np.isfinite(duration):  # a container without a duration: no segment can be blamed
+        return DecodedVideo(video, result, boxes)
     limit = duration + END_SLACK_SEC
     fits = [i for i in range(len(video.segment_ids)) if video.segment_times(i).max() <= limit]
     errors = {
@@ -475,7 +495,8 @@ def decode_parts(runner: PartRunner, parts: Sequence[PartSpec], pool: DecodePool
 
 @dataclass
 class ExtractSummary:
-    """What `egofeat extract` did; ``failed`` says whether any segment ended as an error row."""
+    """What `egofeat extract` did; ``failed`` says whether any segment ended as an error row
+    or any part failed (``failed_parts``: an executor's task raised; rerun to retry them)."""
 
     store: str
     streams: list[str]
@@ -491,10 +512,12 @@ class ExtractSummary:
     seconds: dict[str, float]
     text_streams: list[str] = field(default_factory=list)
     nothing_to_do: bool = False
+    failed_parts: list[str] = field(default_factory=list)
+    run_log: str | None = None
 
     @property
     def failed(self) -> bool:
-        return any(self.errors.values())
+        return any(self.errors.values()) or bool(self.failed_parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "failed": self.failed}
@@ -634,7 +657,7 @@ def write_text_streams(run: PreparedRun) -> list[str]:
                                              kind="text", dtype="float32", frames_per_row=1)
             if not stream.committed_parts():
                 feats = class_prompt_embeddings(encoder, list(vocab), run.options.templates)
-                with stream.part_writer("classes") as writer:
+                with _leased_part(stream, "classes") as writer:
                     for i, (cls, vec) in enumerate(zip(vocab, feats, strict=True)):
                         writer.add(f"{task}:{i}", "", vec, extra={"text": cls})
                 stream.consolidate()
@@ -646,12 +669,26 @@ def write_text_streams(run: PreparedRun) -> list[str]:
         rows = run.segments.filter(pl.col("narration").is_not_null() & ~pl.col("segment_id").is_in(list(have)))
         if rows.height:
             feats = narration_embeddings(encoder, rows["narration"].to_list())
-            with stream.part_writer(f"narration-{_sha(rows['segment_id'].to_list())}") as writer:
+            with _leased_part(stream, f"narration-{_sha(rows['segment_id'].to_list())}") as writer:
                 for sid, vid, vec in zip(rows["segment_id"], rows["video_id"], feats, strict=True):
                     writer.add(sid, vid, vec)
             stream.consolidate()
         written.append(name)
     return written
+
+
+@contextmanager
+def _leased_part(stream: Stream, part_id: str) -> Iterator[PartWriter]:
+    """A part writer whose rows are committed under the part's lease, unless another live
+    process holds it or committed the part first (concurrent runs write text streams too)."""
+    writer = stream.part_writer(part_id)
+    yield writer
+    lease = stream.claim(part_id)
+    if lease is None:
+        return
+    with lease:
+        if not stream.is_committed(part_id):
+            writer.commit()
 
 
 def _vocabularies(options: ExtractOptions) -> dict[str, tuple[str, ...]]:

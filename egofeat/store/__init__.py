@@ -9,6 +9,7 @@ from egofeat.store.errors import (
     SegmentConflictError,
     StoreError,
     StoreNotFoundError,
+    StreamBusyError,
     StreamNotFoundError,
 )
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "Stream",
+    "StreamBusyError",
     "StreamInfo",
     "StreamNotFoundError",
     "provenance_diff",

@@ -28,3 +28,7 @@ class PartAlreadyCommittedError(StoreError):
 
 class SegmentConflictError(StoreError):
     """A segment id that the store already holds with different content."""
+
+
+class StreamBusyError(StoreError):
+    """A live run with a different plan is writing the stream."""

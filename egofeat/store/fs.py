@@ -15,6 +15,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from egofeat.store.crashpoints import crash_point
+
 
 class StoreFS:
     """A store root on a filesystem, with the few operations the store needs."""
@@ -75,6 +77,7 @@ class StoreFS:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("create_exclusive")
         try:
             os.link(tmp, path)  # fails if `path` exists: the first committer wins
             return True

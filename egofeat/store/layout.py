@@ -15,6 +15,8 @@ PARTS_DIR = "parts"
 COMMITS_DIR = "commits"
 LEASES_DIR = "leases"
 CONSOLIDATED_FILE = "consolidated.json"
+PLAN_FILE = "plan.json"
+RUNS_DIR = "runs"
 FEATURES = "features.zarr"
 MANIFEST = "manifest.parquet"
 

@@ -21,17 +21,21 @@ class PartLease:
         self._fd: int | None = fd
 
     @classmethod
-    def try_acquire(cls, path: str) -> PartLease | None:
-        """Take the lease at ``path`` if no live process holds it; None if one does."""
+    def try_acquire(cls, path: str, *, shared: bool = False) -> PartLease | None:
+        """Take the lease at ``path`` if no live process holds it; None if one does.
+
+        A ``shared`` lease may be held by many processes at once, and excludes exclusive ones.
+        """
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if not shared:  # the holder's pid, for people looking at a lock file
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         return cls(path, fd)
 
     @property

@@ -57,9 +57,13 @@ class FeatureStore:
             if not exist_ok:
                 raise FileExistsError(f"a store already exists at {fs.url}")
             return cls.open(path)
-        if fs.exists(fs.root) and fs.listdir(fs.root):
+        # Another process may be creating the same store right now: its files are not foreign.
+        ours = {layout.STORE_FILE, layout.SEGMENTS_DIR, layout.STREAMS_DIR, layout.RUNS_DIR}
+        foreign = [n for n in fs.listdir(fs.root) if n not in ours and not n.startswith(layout.STORE_FILE)]
+        if foreign:
             raise FileExistsError(
-                f"{fs.url} exists and is not an egofeat store; choose an empty or new folder"
+                f"{fs.url} exists and is not an egofeat store (it holds {foreign[:3]}); choose an "
+                "empty or new folder"
             )
         meta = {
             "format": layout.FORMAT_NAME,
@@ -68,7 +72,10 @@ class FeatureStore:
             "egofeat_version": egofeat.__version__,
         }
         fs.makedirs(fs.root)
-        fs.write_bytes(marker, json.dumps(meta, indent=1).encode())
+        if not fs.create_exclusive(marker, json.dumps(meta, indent=1).encode()):
+            if not exist_ok:  # the other process won
+                raise FileExistsError(f"a store already exists at {fs.url}")
+            return cls.open(path)
         return cls(fs, meta)
 
     @classmethod

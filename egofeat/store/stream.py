@@ -17,7 +17,7 @@ import polars as pl
 import zarr
 
 from egofeat.store import layout
-from egofeat.store.errors import StoreError
+from egofeat.store.errors import StoreError, StreamBusyError
 from egofeat.store.fs import StoreFS
 from egofeat.store.lease import PartLease
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_OK
@@ -160,9 +160,18 @@ class Stream:
     def cleanup(self) -> int:
         """Remove uncommitted attempts of parts no live writer holds; returns how many were removed.
 
-        Attempts of a part whose lease is held belong to a writer at work and are kept.
+        Attempts of a part whose lease is held belong to a writer at work and are kept (which
+        is why writers write a part only while they hold its lease). Temporary commit records
+        left by a writer killed while committing are removed the same way.
         """
         removed = 0
+        for name in self.fs.listdir(self._path(layout.COMMITS_DIR)):
+            part_id, is_temporary, _ = name.partition(".json.tmp-")
+            lease = self.claim(part_id) if is_temporary else None
+            if lease is not None:
+                with lease:
+                    self.fs.remove(self._path(layout.COMMITS_DIR, name))
+                    removed += 1
         for part_id, attempt in self.uncommitted_attempts():
             lease = self.claim(part_id)
             if lease is None:
@@ -172,6 +181,57 @@ class Stream:
                     self.fs.remove(self._path(layout.PARTS_DIR, part_id, attempt))
                     removed += 1
         return removed
+
+    # ---- plans ------------------------------------------------------------------------
+    def hold_plan(self, plan_key: str) -> PartLease | _NoLease:
+        """Mark the stream as written by a run of plan ``plan_key`` until the lease is released.
+
+        Runs of one plan (the same part boundaries) may write the stream together: part leases
+        and exclusive commits keep each part written once. A live run of another plan (other
+        annotations, ``--limit`` or ``--videos-per-part``) could put a segment into a second
+        part, so it is refused with StreamBusyError. Local stores only, like part leases.
+        """
+        if not self.fs.is_local:
+            return _NoLease()
+        folder = self._path(layout.LEASES_DIR, "plans")
+        own = f"{layout.check_part_id(plan_key)}.lock"
+        lease = None
+        for _ in range(100):  # another plan's run may be probing our file for an instant
+            lease = PartLease.try_acquire(f"{folder}/{own}", shared=True)
+            if lease is not None:
+                break
+            time.sleep(0.01)
+        else:
+            raise self._busy(own)
+        # Our own lease first, then probe the others: of two runs of different plans that
+        # start together, at least one sees the other.
+        for name in self.fs.listdir(folder):
+            if name == own:
+                continue
+            probe = PartLease.try_acquire(f"{folder}/{name}")
+            if probe is None:
+                lease.release()
+                raise self._busy(name)
+            probe.release()
+        return lease
+
+    def _busy(self, lock_name: str) -> StreamBusyError:
+        return StreamBusyError(
+            f"stream {self.name!r} is being written by a live run of another plan "
+            f"({lock_name.removesuffix('.lock')}): wait for it to finish, or run with the same "
+            "annotations, --limit and --videos-per-part"
+        )
+
+    def record_plan(self, part_ids: Sequence[str], *, plan_key: str, run_id: str) -> None:
+        """Record the parts a run plans to write here (``egofeat info`` shows committed/planned)."""
+        plan = {"plan_key": plan_key, "run_id": run_id, "planned_at": time.time(),
+                "parts": sorted(part_ids)}
+        self.fs.write_bytes(self._path(layout.PLAN_FILE), json.dumps(plan).encode())
+
+    def plan(self) -> dict[str, Any] | None:
+        """The last recorded plan (see :meth:`record_plan`), or None."""
+        path = self._path(layout.PLAN_FILE)
+        return json.loads(self.fs.read_bytes(path)) if self.fs.exists(path) else None
 
     # ---- manifest ----------------------------------------------------------------------
     def _manifest_urls(self, records: dict[str, dict[str, Any]]) -> list[str]:
@@ -213,7 +273,8 @@ class Stream:
             json.dumps({"parts": sorted(records), "manifest": f"manifest-{key}.parquet"}).encode(),
         )
         for name in self.fs.listdir(self._path()):
-            if name.startswith("manifest-") and name != f"manifest-{key}.parquet":
+            # finished files of other part sets only: a ".tmp-" file is another process's write
+            if name.startswith("manifest-") and name.endswith(".parquet") and name != f"manifest-{key}.parquet":
                 self.fs.remove(self._path(name))
         return frame.height
 
@@ -224,10 +285,10 @@ class Stream:
         meta = json.loads(self.fs.read_bytes(path))
         if sorted(meta["parts"]) != sorted(records):
             return None
-        target = self._path(meta["manifest"])
-        if not self.fs.exists(target):
+        try:  # a concurrent consolidation may remove it at any moment: then read the parts
+            return self._read_parquet(self._path(meta["manifest"])).lazy()
+        except FileNotFoundError:
             return None
-        return self._read_parquet(target).lazy()
 
     # ---- features ----------------------------------------------------------------------
     def load(self, segment_ids: Sequence[str] | None = None, *, threads: int = 4) -> LoadedStream:
@@ -337,13 +398,18 @@ class Stream:
         """Counts and shape for `egofeat info`."""
         manifest = self.manifest().select("status", "n_frames").collect()
         ok = manifest.filter(pl.col("status") == STATUS_OK)
-        return {
+        committed = self.committed_parts()
+        summary = {
             "name": self.name, "kind": self.info.kind, "dim": self.info.dim, "dtype": self.info.dtype,
             "frames_per_row": self.info.frames_per_row, "rows": manifest.height, "ok": ok.height,
             "errors": manifest.height - ok.height, "frames": int(ok["n_frames"].sum() or 0),
-            "committed_parts": len(self.committed_parts()), "provenance": self.info.provenance,
+            "committed_parts": len(committed), "provenance": self.info.provenance,
             "key": self.info.key,
         }
+        plan = self.plan()
+        if plan is not None:  # planned = committed + those the last plan had still to do
+            summary["planned_parts"] = len(set(committed) | set(plan["parts"]))
+        return summary
 
 
 class _NoLease:

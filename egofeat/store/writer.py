@@ -23,6 +23,7 @@ import polars as pl
 import zarr
 
 from egofeat.store import layout
+from egofeat.store.crashpoints import crash_point
 from egofeat.store.errors import IncompatibleStreamError, PartAlreadyCommittedError
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
 
@@ -147,6 +148,7 @@ class PartWriter:
         manifest.write_parquet(buffer, statistics=True)
         fs.write_bytes(self.stream._path(layout.PARTS_DIR, self.part_id, self.attempt, layout.MANIFEST), buffer.getvalue())
         n_ok = int((manifest["status"] == STATUS_OK).sum())
+        crash_point("before_commit")
         record = {
             "part_id": self.part_id,
             "attempt": self.attempt,
@@ -168,6 +170,7 @@ class PartWriter:
                 f"part {self.part_id!r} of stream {self.stream.name!r} was committed by another writer first"
             )
         self.committed = True
+        crash_point("after_commit")
         return record
 
     def abort(self) -> None:
