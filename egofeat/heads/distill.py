@@ -1,0 +1,211 @@
+"""Knowledge distillation from a teacher ensemble into a student head.
+
+Follows multimodal distillation for egocentric action recognition (Radevski et al., ICCV 2023;
+``reference/heads.md`` §1): several frozen unimodal teachers (e.g. heads on RGB, flow, audio or
+hand-crop streams) are combined by a weighted sum of their *pre-softmax* logits, separately per
+task, and a student on one cheap stream is trained to match the ensemble's softened distribution.
+
+Logits travel as dicts keyed by task (``{"verb": (B, 97), "noun": (B, 300)}``), the same shape as
+a head's output and as a batch's labels (``{"verb": (B,), "noun": (B,)}``). Teacher logits are
+constants: they are detached here, so they can come from a cached teacher-logit stream or from
+teachers run under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from egofeat.heads.data import UNLABELLED
+
+__all__ = [
+    "dataset_weights",
+    "distillation_loss",
+    "ensemble_logits",
+    "kd_kl",
+    "per_sample_weights",
+]
+
+Logits = Mapping[str, Tensor]
+
+
+def kd_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, averaged over the batch.
+
+    Computed from log-softmaxes (``batchmean`` reduction: the sum over classes, mean over
+    samples). The ``T²`` factor keeps gradient magnitudes comparable across temperatures.
+    """
+    student_log = F.log_softmax(student / temperature, dim=-1)
+    teacher_log = F.log_softmax(teacher.detach() / temperature, dim=-1)
+    kl = F.kl_div(student_log, teacher_log, reduction="batchmean", log_target=True)
+    return temperature**2 * kl
+
+
+def distillation_loss(
+    student_logits: Logits,
+    teacher_logits: Logits,
+    labels: Mapping[str, Tensor] | None = None,
+    *,
+    temperature: float = 1.0,
+    w_distill: float = 1.0,
+    w_gt: float = 0.0,
+    tasks: Sequence[str] = ("verb", "noun"),
+) -> Tensor:
+    """Distillation objective, averaged over tasks.
+
+    Per task: ``w_distill · T² · KL(teacher ‖ student) + w_gt · CE(student, label)``. The
+    defaults (``T = 1``, ``w_distill = 1``, ``w_gt = 0``) are the reference's: pure distillation,
+    labels unused.
+
+    Args:
+        student_logits: ``{task: (B, C)}`` student outputs.
+        teacher_logits: ``{task: (B, C)}`` teacher (ensemble) logits, e.g. from
+            :func:`ensemble_logits`.
+        labels: ``{task: (B,)}`` class indices, -1 for an unlabelled row (skipped by the
+            cross-entropy); required when ``w_gt > 0``.
+        temperature: Softening temperature ``T`` of both distributions.
+        w_distill: Weight of the distillation term.
+        w_gt: Weight of the ground-truth cross-entropy term.
+        tasks: Tasks to average over.
+    """
+    if w_gt and labels is None:
+        raise ValueError("distillation_loss: w_gt > 0 needs labels; pass the batch's labels")
+    if not tasks:
+        raise ValueError("distillation_loss: tasks is empty")
+    total = 0.0
+    for task in tasks:
+        student = _task(student_logits, task, "student_logits")
+        teacher = _task(teacher_logits, task, "teacher_logits")
+        if student.shape != teacher.shape:
+            raise ValueError(
+                f"task {task!r}: student logits {tuple(student.shape)} and teacher logits "
+                f"{tuple(teacher.shape)} differ; both need the same batch and class count"
+            )
+        loss = w_distill * kd_kl(student, teacher, temperature) if w_distill else 0.0
+        if w_gt:
+            target = _task(labels, task, "labels").long()
+            loss = loss + w_gt * F.cross_entropy(student, target, ignore_index=UNLABELLED)
+        total = total + loss
+    return total / len(tasks)
+
+
+def ensemble_logits(
+    teacher_logits: Sequence[Logits],
+    weights: Sequence[float] | Tensor | Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Weighted sum of teacher logits (before softmax), per task.
+
+    Args:
+        teacher_logits: One ``{task: (B, C)}`` dict per teacher; every teacher covers the tasks of
+            the first.
+        weights: ``None`` for a uniform average; a sequence or ``(N,)`` tensor of per-teacher
+            weights; a ``(B, N)`` tensor of per-sample weights; or a dict of such tensors per
+            task (what :func:`per_sample_weights` and :func:`dataset_weights` return). Weights
+            are normalized to sum to one over teachers.
+
+    Returns:
+        ``{task: (B, C)}`` ensemble logits (detached).
+    """
+    if not teacher_logits:
+        raise ValueError("ensemble_logits: no teachers given")
+    count = len(teacher_logits)
+    out = {}
+    for task in teacher_logits[0]:
+        stacked = torch.stack(
+            [_task(t, task, f"teacher_logits[{i}]").detach() for i, t in enumerate(teacher_logits)],
+            dim=-1,
+        )  # (B, C, N)
+        task_weights = _task(weights, task, "weights") if isinstance(weights, Mapping) else weights
+        w = _normalized_weights(task_weights, count, stacked.shape[0], task).to(stacked)
+        out[task] = (stacked * w[:, None, :]).sum(dim=-1)
+    return out
+
+
+def per_sample_weights(
+    teacher_logits: Sequence[Logits],
+    labels: Mapping[str, Tensor],
+    tau_w: float = 1.0,
+) -> dict[str, Tensor]:
+    """Per-sample teacher weights ``softmin(CE(teacher, label) / tau_w)`` over teachers.
+
+    A teacher that is right about a sample gets more say on it. Labels are needed, so this
+    applies to training batches only; an unlabelled row (-1) weighs its teachers uniformly.
+
+    Returns:
+        ``{task: (B, N)}`` weights summing to one over the ``N`` teachers.
+    """
+    losses = _teacher_losses(teacher_logits, labels)
+    return {task: torch.softmax(-ce / tau_w, dim=-1) for task, ce in losses.items()}
+
+
+def dataset_weights(
+    teacher_logits: Sequence[Logits],
+    labels: Mapping[str, Tensor],
+    tau_w: float = 1.0,
+) -> dict[str, Tensor]:
+    """Fixed teacher weights ``softmin(mean CE / tau_w)`` from a calibration set.
+
+    Pass the teachers' logits on a held-out part of the training split (samples the teachers
+    were not fitted on), so a teacher that memorized its training data does not look better
+    than it is.
+
+    Returns:
+        ``{task: (N,)}`` weights summing to one over the ``N`` teachers.
+    """
+    losses = _teacher_losses(teacher_logits, labels)
+    weights = {}
+    for task, ce in losses.items():
+        labelled = _task(labels, task, "labels") != UNLABELLED
+        if not bool(labelled.any()):
+            raise ValueError(f"dataset_weights: no labelled {task!r} rows to calibrate on")
+        weights[task] = torch.softmax(-ce[labelled.to(ce.device)].mean(dim=0) / tau_w, dim=-1)
+    return weights
+
+
+def _teacher_losses(teacher_logits: Sequence[Logits], labels: Mapping[str, Tensor]) -> dict:
+    if not teacher_logits:
+        raise ValueError("no teachers given")
+    losses = {}
+    for task in teacher_logits[0]:
+        target = _task(labels, task, "labels").long()
+        losses[task] = torch.stack(
+            [
+                F.cross_entropy(
+                    _task(t, task, f"teacher_logits[{i}]").detach(),
+                    target,
+                    reduction="none",
+                    ignore_index=UNLABELLED,
+                )
+                for i, t in enumerate(teacher_logits)
+            ],
+            dim=-1,
+        )  # (B, N)
+    return losses
+
+
+def _normalized_weights(
+    weights: Sequence[float] | Tensor | None, count: int, batch: int, task: str
+) -> Tensor:
+    if weights is None:
+        return torch.full((batch, count), 1.0 / count)
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.ndim == 1:
+        w = w.expand(batch, -1)
+    if w.shape != (batch, count):
+        raise ValueError(
+            f"task {task!r}: weights of shape {tuple(w.shape)} do not fit {count} teachers and a "
+            f"batch of {batch}; give (N,) per-teacher or (B, N) per-sample weights"
+        )
+    if bool((w < 0).any()) or bool((w.sum(dim=-1) <= 0).any()):
+        raise ValueError(f"task {task!r}: teacher weights must be non-negative with a positive sum")
+    return w / w.sum(dim=-1, keepdim=True)
+
+
+def _task(logits: Mapping[str, Tensor] | None, task: str, what: str) -> Tensor:
+    if logits is None or task not in logits:
+        have = sorted(logits) if logits is not None else []
+        raise KeyError(f"{what} has no entry for task {task!r}; it holds {have}")
+    return logits[task]

@@ -1,0 +1,482 @@
+"""X-MIC: video-conditioned text classifiers over frozen CLIP features.
+
+X-MIC (Kukleva et al., CVPR 2024) keeps CLIP frozen and learns a small adapter that turns a video
+into a vector ``a``. That vector is added to every class text embedding, so each video gets its
+own text classifier in CLIP's joint space::
+
+    context tokens (B, T, S, D)  --intra-frame block--> mean over S --> + temporal embedding
+        --inter-frame blocks--> mean over T --> adapter (D -> D/16 -> E, ReLU, ReLU) = a  (B, E)
+    text_b = l2norm(class_text + 2.0 * a_b)                       (B, C, E), per video b
+    logits = exp(logit_scale) * <l2norm(mean_T(classified)), text_b>
+
+Which tensor is normalized where follows the reference code (``reference/xmic.md`` §1.3): each
+context feature is L2-normalized before the transformer, class text embeddings are *not*
+normalized before the video vector is added (only the sum is), and the classified feature is the
+L2-normalized mean over frames of the frozen features, with no learnable parameters on that path.
+
+The module also holds the pieces of the X-MIC recipe that a trainer needs: TSN-style temporal
+jitter (:class:`TemporalJitter`), the optimizer and learning-rate schedule
+(:func:`xmic_optimizer`), and the zero-shot CLIP baseline (:func:`zero_shot_logits`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from egofeat.heads.data import UNLABELLED
+
+__all__ = [
+    "XMIC_BATCH_SIZE",
+    "XMIC_BETAS",
+    "XMIC_EPOCHS",
+    "XMIC_LR",
+    "XMIC_WARMUP_EPOCHS",
+    "XMIC_WARMUP_MIN_LR",
+    "XMIC_WEIGHT_DECAY",
+    "TemporalJitter",
+    "XMICConfig",
+    "XMICHead",
+    "dense_bin_indices",
+    "gather_frames",
+    "oversampled_bin_indices",
+    "xmic_lr",
+    "xmic_optimizer",
+    "zero_shot_logits",
+]
+
+# The X-MIC training recipe (reference/xmic.md §1.4).
+XMIC_LR = 5e-4
+XMIC_BETAS = (0.9, 0.98)
+XMIC_WEIGHT_DECAY = 0.01
+XMIC_EPOCHS = 15
+XMIC_WARMUP_EPOCHS = 5
+XMIC_WARMUP_MIN_LR = 1e-7
+XMIC_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class XMICConfig:
+    """Hyper-parameters and input streams of an :class:`XMICHead`.
+
+    The defaults are the published X-MIC model (ViT-B/16 CLIP features, 512-d): the classified
+    stream is the hand crop, and the conditioning ("context") tokens per frame are
+    ``[hand crop, full frame]``.
+
+    Variants:
+
+    * **Full frame only** (no hand crops): ``classified_stream`` and the single context stream are
+      the full-frame stream. With one token per frame there is nothing for the intra-frame block
+      to attend across (its query and key projections would never receive a gradient), so it is
+      left out; the temporal (inter-frame) stack and the adapter are unchanged.
+    * **Second encoder for the conditioning** (the paper's DINO branch): list the other encoder's
+      streams in ``context_streams`` and their dimensions in ``context_dims``. A context stream
+      whose dimension differs from ``width`` goes through its own ``Linear(dim, width)`` after
+      L2 normalization. The classified stream must stay in the text space (``embed_dim``).
+
+    Attributes:
+        task: Label the head predicts (X-MIC trains one model per label type).
+        classified_stream: Stream whose frame-mean is compared with the class text embeddings.
+        context_streams: Streams stacked as tokens per frame for the conditioning branch.
+        context_dims: Dimension of each context stream; ``None`` means all equal ``width``.
+        embed_dim: Dimension of the joint image-text space (class text, classified features).
+        width: Width of the conditioning transformer.
+        heads: Attention heads in every block.
+        intra_layers: Blocks attending across the context tokens of one frame.
+        inter_layers: Blocks attending across frames.
+        mlp_ratio: MLP hidden size of a block as a fraction of ``width`` (X-MIC: 1/4).
+        adapter_ratio: The adapter bottleneck is ``width // adapter_ratio`` (X-MIC: 16).
+        num_frames: Learned temporal positions; inputs may have at most this many frames.
+        conditioning_scale: Fixed factor on the video vector before it is added to the text.
+        adapter_output_relu: Whether the adapter ends with a ReLU (X-MIC: yes, so ``a >= 0``).
+        logit_scale_init: Initial value of the trainable log logit scale (CLIP: ln 100).
+    """
+
+    task: str = "noun"
+    classified_stream: str = "clip-vit-b16/hand"
+    context_streams: tuple[str, ...] = ("clip-vit-b16/hand", "clip-vit-b16/full")
+    context_dims: tuple[int, ...] | None = None
+    embed_dim: int = 512
+    width: int = 512
+    heads: int = 4
+    intra_layers: int = 1
+    inter_layers: int = 2
+    mlp_ratio: float = 0.25
+    adapter_ratio: int = 16
+    num_frames: int = 16
+    conditioning_scale: float = 2.0
+    adapter_output_relu: bool = True
+    logit_scale_init: float = math.log(100.0)
+
+    def __post_init__(self) -> None:
+        if not self.context_streams:
+            raise ValueError("XMICConfig.context_streams is empty: name at least one stream")
+        if self.context_dims is not None and len(self.context_dims) != len(self.context_streams):
+            raise ValueError(
+                f"XMICConfig.context_dims has {len(self.context_dims)} entries but "
+                f"context_streams has {len(self.context_streams)}: give one dim per stream"
+            )
+        if self.width % self.heads:
+            raise ValueError(
+                f"XMICConfig.width={self.width} is not divisible by heads={self.heads}"
+            )
+        if self.width // self.adapter_ratio < 1 or round(self.width * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"XMICConfig.width={self.width} is too small for adapter_ratio="
+                f"{self.adapter_ratio} / mlp_ratio={self.mlp_ratio}"
+            )
+
+    @property
+    def resolved_context_dims(self) -> tuple[int, ...]:
+        """Dimension of every context stream (``width`` where not given)."""
+        return self.context_dims or (self.width,) * len(self.context_streams)
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the activation OpenAI CLIP was trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block as in CLIP: ``x + MHA(LN(x))`` then ``x + MLP(LN(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = round(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), QuickGELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+def _stack(layers: int, width: int, heads: int, mlp_ratio: float) -> nn.Sequential:
+    return nn.Sequential(*(ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)))
+
+
+class XMICHead(nn.Module):
+    """The X-MIC adapter and its video-conditioned text classifier.
+
+    Args:
+        class_embeddings: ``(C, embed_dim)`` frozen text embeddings of the class names, *not*
+            normalized (X-MIC uses CLIP's raw text embeddings). Held as a non-persistent buffer:
+            the vocabulary comes from a text stream, not from the checkpoint, so a trained
+            adapter can be evaluated on another dataset's classes with
+            :meth:`set_class_embeddings`.
+        config: Hyper-parameters and stream names; the defaults are the published model
+            (3,594,657 trainable parameters at 512-d).
+
+    Calling the module on a batch dict returns ``{config.task: logits (B, C)}``; :meth:`logits`
+    takes the tensors directly.
+    """
+
+    class_embeddings: Tensor
+
+    def __init__(self, class_embeddings: Tensor, config: XMICConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or XMICConfig()
+        self.context_projections = nn.ModuleList(
+            nn.Identity() if dim == config.width else nn.Linear(dim, config.width)
+            for dim in config.resolved_context_dims
+        )
+        # One token per frame leaves nothing to attend across: skip the block (see XMICConfig).
+        intra_layers = config.intra_layers if len(config.context_streams) > 1 else 0
+        self.intra_frame = _stack(intra_layers, config.width, config.heads, config.mlp_ratio)
+        self.temporal_embedding = nn.Parameter(torch.empty(config.num_frames, config.width))
+        self.inter_frame = _stack(config.inter_layers, config.width, config.heads, config.mlp_ratio)
+        hidden = config.width // config.adapter_ratio
+        adapter: list[nn.Module] = [
+            nn.Linear(config.width, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, config.embed_dim),
+        ]
+        if config.adapter_output_relu:
+            adapter.append(nn.ReLU())
+        self.adapter = nn.Sequential(*adapter)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        nn.init.normal_(self.temporal_embedding, std=0.01)
+        self.register_buffer("class_embeddings", torch.empty(0), persistent=False)
+        self.set_class_embeddings(class_embeddings)
+
+    def set_class_embeddings(self, class_embeddings: Tensor) -> None:
+        """Replace the class vocabulary, e.g. with the target dataset's classes at evaluation."""
+        if class_embeddings.ndim != 2 or class_embeddings.shape[1] != self.config.embed_dim:
+            raise ValueError(
+                f"class embeddings must be (num_classes, {self.config.embed_dim}), "
+                f"got {tuple(class_embeddings.shape)}"
+            )
+        device = self.logit_scale.device
+        self.class_embeddings = class_embeddings.detach().to(device=device, dtype=torch.float32)
+
+    def conditioning(self, context: Sequence[Tensor]) -> Tensor:
+        """The X-MIC vector ``a`` (B, embed_dim) from per-frame context tokens.
+
+        Args:
+            context: One ``(B, T, D_s)`` tensor per entry of ``config.context_streams``, frames
+                aligned (the same sampled frame times in every stream).
+        """
+        frames = self._context_tokens(context)  # (B, T, S, W)
+        batch, num_frames, tokens, width = frames.shape
+        x = self.intra_frame(frames.reshape(batch * num_frames, tokens, width))
+        x = x.mean(dim=1).reshape(batch, num_frames, width)
+        x = x + self.temporal_embedding[:num_frames]
+        x = self.inter_frame(x).mean(dim=1)
+        return self.adapter(x)
+
+    def logits(self, classified: Tensor, context: Sequence[Tensor]) -> Tensor:
+        """Class scores ``(B, C)`` of videos under their own conditioned text classifiers.
+
+        Args:
+            classified: ``(B, T, embed_dim)`` features compared with the text (X-MIC: hand crops).
+            context: Per-frame conditioning streams, as in :meth:`conditioning`.
+        """
+        if classified.ndim != 3 or classified.shape[-1] != self.config.embed_dim:
+            raise ValueError(
+                f"classified features must be (B, T, {self.config.embed_dim}), "
+                f"got {tuple(classified.shape)}"
+            )
+        video = self.conditioning(context)
+        text = self.class_embeddings + self.config.conditioning_scale * video[:, None, :]
+        text = F.normalize(text, dim=-1)
+        image = F.normalize(classified.float().mean(dim=1), dim=-1)
+        return self.logit_scale.exp() * torch.einsum("be,bce->bc", image, text)
+
+    def forward(self, batch: Mapping) -> dict[str, Tensor]:
+        """``{task: logits (B, C)}`` from a batch holding the configured streams ``(B, T, D)``.
+
+        The batch is the trainer's layout (``{"features": {stream: ...}, "labels": {task: ...}}``)
+        or a flat dict of streams and labels.
+        """
+        classified = _stream(batch, self.config.classified_stream)
+        context = [_stream(batch, name) for name in self.config.context_streams]
+        return {self.config.task: self.logits(classified, context)}
+
+    def loss(self, batch: Mapping) -> Tensor:
+        """X-MIC's objective: plain cross-entropy (no smoothing); unlabelled rows are skipped."""
+        logits = self(batch)[self.config.task]
+        labels = _lookup(_labels(batch), self.config.task, "labels")
+        return F.cross_entropy(logits, labels.long(), ignore_index=UNLABELLED)
+
+    def _context_tokens(self, context: Sequence[Tensor]) -> Tensor:
+        streams = self.config.context_streams
+        if len(context) != len(streams):
+            raise ValueError(
+                f"expected {len(streams)} context streams {streams}, got {len(context)}"
+            )
+        shape = context[0].shape[:2]
+        tokens = []
+        dims = self.config.resolved_context_dims
+        for name, dim, features, project in zip(
+            streams, dims, context, self.context_projections, strict=True
+        ):
+            if features.shape != (*shape, dim):
+                raise ValueError(
+                    f"context stream {name!r} has shape {tuple(features.shape)}, expected "
+                    f"{(*shape, dim)}: (B, T) as the first stream, and its configured dim"
+                )
+            # X-MIC L2-normalizes raw context features before anything learned sees them.
+            tokens.append(project(F.normalize(features.float(), dim=-1)))
+        if shape[1] > self.config.num_frames:
+            raise ValueError(
+                f"context has {shape[1]} frames but the head has {self.config.num_frames} temporal "
+                f"positions: sample at most num_frames frames (see TemporalJitter)"
+            )
+        return torch.stack(tokens, dim=2)
+
+
+def _streams(batch: Mapping) -> Mapping[str, Tensor]:
+    """The stream features of a batch: the trainer's ``batch["features"]``, or a flat dict."""
+    features = batch.get("features")
+    return features if isinstance(features, Mapping) else batch
+
+
+def _labels(batch: Mapping) -> Mapping[str, Tensor]:
+    labels = batch.get("labels")
+    return labels if isinstance(labels, Mapping) else batch
+
+
+def _stream(batch: Mapping, name: str) -> Tensor:
+    return _lookup(_streams(batch), name, "streams")
+
+
+def _lookup(entries: Mapping[str, Tensor], name: str, what: str) -> Tensor:
+    try:
+        return entries[name]
+    except KeyError:
+        raise KeyError(f"batch {what} have no entry {name!r}; they are {sorted(entries)}") from None
+
+
+def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float = 100.0) -> Tensor:
+    """Zero-shot CLIP classification: cosine of the frame-mean feature with each class text.
+
+    Args:
+        video_feats: ``(B, T, D)`` frame features (or ``(B, D)`` already pooled).
+        class_text: ``(C, D)`` class text embeddings.
+        logit_scale: Multiplier on the cosine (CLIP's learned value is about 100).
+
+    Returns:
+        ``(B, C)`` logits.
+    """
+    pooled = video_feats.float().mean(dim=1) if video_feats.ndim == 3 else video_feats.float()
+    return logit_scale * F.normalize(pooled, dim=-1) @ F.normalize(class_text.float(), dim=-1).T
+
+
+# --- temporal jitter ------------------------------------------------------------------------
+
+
+def oversampled_bin_indices(
+    batch_size: int,
+    num_bins: int,
+    per_bin: int,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Frame columns to read from a stream stored with ``per_bin`` frames in each of ``num_bins``.
+
+    Bin ``b`` occupies columns ``b * per_bin .. b * per_bin + per_bin - 1``. In training one frame
+    per bin and per sample is drawn uniformly (TSN-style jitter, as X-MIC trains); at evaluation
+    the bin-centre frame is read, index ``(per_bin - 1) // 2`` within the bin (the earlier of the
+    two middle frames when ``per_bin`` is even).
+
+    Returns:
+        ``(batch_size, num_bins)`` int64 column indices.
+    """
+    starts = torch.arange(num_bins) * per_bin
+    if not train:
+        return (starts + (per_bin - 1) // 2).expand(batch_size, num_bins).clone()
+    offsets = torch.randint(per_bin, (batch_size, num_bins), generator=generator)
+    return starts + offsets
+
+
+def dense_bin_indices(
+    lengths: Tensor,
+    num_bins: int,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """TSN sampling from densely stored frames: split each segment's frames into equal bins.
+
+    Segment ``i`` has ``lengths[i]`` frames; bin ``b`` covers frames
+    ``[b * n / num_bins, (b + 1) * n / num_bins)``. Training draws a uniform frame in each bin,
+    evaluation takes the frame at the bin centre. Segments shorter than ``num_bins`` repeat frames.
+
+    Returns:
+        ``(len(lengths), num_bins)`` int64 frame indices.
+    """
+    lengths = torch.as_tensor(lengths, dtype=torch.float64)
+    if lengths.ndim != 1 or bool((lengths < 1).any()):
+        raise ValueError(f"lengths must be a 1-D tensor of positive frame counts, got {lengths}")
+    if train:
+        position = torch.rand((len(lengths), num_bins), generator=generator, dtype=torch.float64)
+    else:
+        position = torch.full((len(lengths), num_bins), 0.5, dtype=torch.float64)
+    bin_width = lengths[:, None] / num_bins
+    index = ((torch.arange(num_bins) + position) * bin_width).floor().long()
+    return torch.minimum(index, lengths[:, None].long() - 1)
+
+
+def gather_frames(features: Tensor, indices: Tensor) -> Tensor:
+    """Pick ``features[b, indices[b, t]]``: ``(B, N, D)`` and ``(B, T)`` give ``(B, T, D)``."""
+    expanded = indices.to(features.device)[..., None].expand(-1, -1, features.shape[-1])
+    return features.gather(1, expanded)
+
+
+class TemporalJitter:
+    """Sample the same frames from several streams of a batch, as X-MIC's data loader does.
+
+    Streams must be stored oversampled: ``num_bins * K`` frames per segment (bin ``b`` in columns
+    ``b*K .. b*K+K-1``). Every listed stream of a sample is read at the same indices so the
+    classified and context features stay aligned; other batch entries pass through unchanged.
+
+    The generator is reseeded from ``(seed, epoch)`` by :meth:`set_epoch`, so the jitter of an
+    epoch is reproducible given the batch order.
+    """
+
+    def __init__(self, streams: Sequence[str], num_bins: int = 16, seed: int = 0) -> None:
+        self.streams = tuple(streams)
+        self.num_bins = num_bins
+        self.seed = seed
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the random stream for ``epoch``."""
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def __call__(self, batch: Mapping, *, train: bool) -> dict:
+        """A copy of ``batch`` (trainer layout or flat) with the listed streams jittered."""
+        features = _streams(batch)
+        first = _stream(batch, self.streams[0])
+        batch_size, columns = first.shape[:2]
+        if columns % self.num_bins:
+            raise ValueError(
+                f"stream {self.streams[0]!r} has {columns} frames per segment, not a multiple of "
+                f"{self.num_bins} bins: store it with K frames per bin (num_bins * K frames)"
+            )
+        indices = oversampled_bin_indices(
+            batch_size,
+            self.num_bins,
+            columns // self.num_bins,
+            train=train,
+            generator=self.generator,
+        )
+        jittered = dict(features)
+        for name in self.streams:
+            stream = _stream(batch, name)
+            if stream.shape[:2] != first.shape[:2]:
+                raise ValueError(
+                    f"stream {name!r} has shape {tuple(stream.shape)} but {self.streams[0]!r} "
+                    f"has {tuple(first.shape)}: jittered streams must share frame sampling"
+                )
+            jittered[name] = gather_frames(stream, indices)
+        return jittered if features is batch else {**batch, "features": jittered}
+
+
+# --- optimization recipe ----------------------------------------------------------------------
+
+
+def xmic_lr(
+    epoch: int,
+    *,
+    lr: float = XMIC_LR,
+    warmup_epochs: int = XMIC_WARMUP_EPOCHS,
+    warmup_min_lr: float = XMIC_WARMUP_MIN_LR,
+) -> float:
+    """Learning rate of an epoch under X-MIC's schedule.
+
+    The reference steps the learning rate per epoch: ``warmup_min_lr`` at epoch 0, then
+    ``lr * epoch / warmup_epochs`` up to the end of warm-up, then constant ``lr`` (its StepLR at
+    ``max_epoch`` never fires within the 15 epochs). With the defaults: 1e-7, 1e-4, 2e-4, 3e-4,
+    4e-4, then 5e-4 for epochs 5-14.
+    """
+    if epoch == 0 and warmup_epochs > 0:
+        return warmup_min_lr
+    return lr * min(1.0, epoch / warmup_epochs) if warmup_epochs > 0 else lr
+
+
+def xmic_optimizer(
+    model: nn.Module, *, lr: float = XMIC_LR
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (betas 0.9/0.98, weight decay 0.01 on all parameters) and its per-epoch schedule.
+
+    Call ``scheduler.step()`` once at the end of every epoch.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=XMIC_BETAS, weight_decay=XMIC_WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: xmic_lr(epoch, lr=lr) / lr
+    )
+    return optimizer, scheduler
