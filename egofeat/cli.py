@@ -136,13 +136,23 @@ def extract(
     template: Annotated[list[str], typer.Option(help="Class-prompt template(s), e.g. 'a photo of a {}'.")] = ["{}"],  # noqa: B006
     limit: Annotated[int | None, typer.Option(help="Only the first N segments (a trial run).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl annotation files.")] = False,
+    split: Annotated[str | None, typer.Option(help="Split name (default: from the file name; ego4d: required).")] = None,
+    mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
+    executor: Annotated[str, typer.Option(help="serial | dask | torchrun (launch: torchrun --nproc_per_node=N -m egofeat extract ...).")] = "serial",
+    dask_workers: Annotated[int | None, typer.Option(help="dask: LocalCluster worker processes (default: one per GPU, else half the CPU cores).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="dask: address of a running scheduler (e.g. tcp://10.0.0.1:8786) instead of a LocalCluster.")] = None,
+    retries: Annotated[int, typer.Option(help="dask: times a part task that raised is retried.")] = 2,
+    sharding: Annotated[str, typer.Option(help="torchrun: balanced (by frames to decode) | strided.")] = "balanced",
     json_output: JsonOption = False,
 ) -> None:
     """Decode, crop and encode the frames of annotated segments into a feature store.
 
-    Exit status: 0 when every segment is ok, 1 when some ended as error rows, 2 on bad usage.
+    Re-running the same command resumes: only parts not yet committed are done.
+    Exit status: 0 when every segment is ok, 1 when some ended as error rows or parts failed,
+    2 on bad usage.
     """
-    from egofeat.pipelines.extract import ExtractOptions, run_extract
+    from egofeat.pipelines.executors import execute
+    from egofeat.pipelines.extract import ExtractOptions
 
     options = ExtractOptions(
         annotations=annotations, videos=videos, store=store, dataset=dataset, layout=layout,
@@ -151,11 +161,141 @@ def extract(
         decode_timeout=decode_timeout, videos_per_part=videos_per_part, hand_threshold=hand_threshold,
         object_threshold=object_threshold, box_margin=box_margin, box_fallback=box_fallback, tag=tag,
         text=text, templates=template, limit=limit, allow_pickle=allow_pickle, progress=not json_output,
+        split=split, mapping=mapping,
     )
-    summary = run_extract(options)
+    summary = execute(options, executor, scheduler=scheduler, dask_workers=dask_workers,
+                      retries=retries, sharding=sharding)  # type: ignore[arg-type]
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return
     out.print_json(summary.to_dict()) if json_output else out.print_extract_summary(summary.to_dict())
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+SubsetOptions = {
+    "unseen": typer.Option(help="EPIC unseen-participant ids file (e.g. ..._unseen_participant_ids_validation.csv)."),
+    "tail_verbs": typer.Option(help="EPIC tail verb classes file."),
+    "tail_nouns": typer.Option(help="EPIC tail noun classes file."),
+}
+
+
+@app.command()
+@_user_errors
+def train(
+    store: Annotated[Path, typer.Option(help="The feature store.")],
+    stream: Annotated[list[str], typer.Option(help="Stream name(s): NAME[,NAME]; repeatable.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics, plots).")],
+    head: Annotated[str | None, typer.Option(help="Head name (see `egofeat heads`); default: config or linear.")] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task(s): verb,noun.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML/YAML config (head, trainer, data tables).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value, e.g. trainer.lr=3e-4.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
+    unseen: Annotated[Path | None, SubsetOptions["unseen"]] = None,
+    tail_verbs: Annotated[Path | None, SubsetOptions["tail_verbs"]] = None,
+    tail_nouns: Annotated[Path | None, SubsetOptions["tail_nouns"]] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Train a head on store streams (never touching video), then evaluate it on the val split."""
+    from egofeat.pipelines.runs import SubsetFiles, resolve_config, train_run
+
+    run_config = resolve_config(config, set_ or [], streams=_split_list(stream), head=head,
+                                tasks=_split_list(task) or None, epochs=epochs, device=device,
+                                progress=not json_output)
+    summary = train_run(store, out_dir, run_config, resume=resume,
+                        subsets=SubsetFiles(unseen, tail_verbs, tail_nouns))
+    out.print_json(summary) if json_output else out.print_run_summary(summary)
+
+
+@app.command(name="eval")
+@_user_errors
+def evaluate(
+    run: Annotated[Path | None, typer.Argument(help="A run folder from `egofeat train`.")] = None,
+    split: Annotated[str, typer.Option(help="Split of the run's store to score.")] = "val",
+    store: Annotated[Path | None, typer.Option(help="Score on this store instead of the run's.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Score this results file (.npz, or EPIC .pkl/.pt) instead of a run.")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="With --results: the annotation CSV.")] = None,
+    unseen: Annotated[Path | None, SubsetOptions["unseen"]] = None,
+    tail_verbs: Annotated[Path | None, SubsetOptions["tail_verbs"]] = None,
+    tail_nouns: Annotated[Path | None, SubsetOptions["tail_nouns"]] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score a trained run on a split, or a given results file against an annotations file."""
+    from egofeat.pipelines.runs import SubsetFiles, evaluate_results_file, evaluate_run
+
+    subsets = SubsetFiles(unseen, tail_verbs, tail_nouns)
+    if results is not None:
+        if annotations is None:
+            raise ValueError("--results needs --annotations (the CSV the results are scored against)")
+        summary = evaluate_results_file(results, annotations, subsets=subsets)
+    elif run is not None:
+        summary = evaluate_run(run, split, store_path=store, subsets=subsets)
+    else:
+        raise ValueError("give a run folder, or --results FILE --annotations FILE")
+    out.print_json(summary) if json_output else out.print_metrics(summary)
+
+
+@app.command(name="predict")
+@_user_errors
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Results file: .npz (egofeat) or .pkl (EPIC layout).")],
+    split: Annotated[str, typer.Option()] = "val",
+    store: Annotated[Path | None, typer.Option(help="Predict on this store instead of the run's.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write a run's verb/noun logits on a split as a results file (for fuse/submit/eval)."""
+    from egofeat.pipelines.runs import predict_run
+
+    summary = predict_run(run, split, out_path, store_path=store)
+    out.print_json(summary) if json_output else out.print_summary(summary)
+
+
+@app.command()
+@_user_errors
+def fuse(
+    results: Annotated[list[Path], typer.Argument(help="Results files to fuse (same segments).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Fused results file.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Average pre-softmax logits of several results files, aligned by segment id."""
+    from egofeat.pipelines.runs import fuse_files
+
+    summary = fuse_files(results, out_path)
+    out.print_json(summary) if json_output else out.print_summary(summary)
+
+
+@app.command()
+@_user_errors
+def submit(
+    results: Annotated[Path, typer.Argument(help="Results file of the test split.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Submission zip (holds test.json).")],
+    sls_pt: Annotated[int, typer.Option(help="Supervision level: pretraining (0-5).")] = 2,
+    sls_tl: Annotated[int, typer.Option(help="Supervision level: training labels (0-5).")] = 3,
+    sls_td: Annotated[int, typer.Option(help="Supervision level: training data (0-5).")] = 4,
+    json_output: JsonOption = False,
+) -> None:
+    """The EPIC-KITCHENS-100 action recognition challenge submission of a results file."""
+    from egofeat.pipelines.runs import submit_file
+
+    summary = submit_file(results, out_path, sls_pt=sls_pt, sls_tl=sls_tl, sls_td=sls_td)
+    out.print_json(summary) if json_output else out.print_summary(summary)
+
+
+@app.command()
+def heads() -> None:
+    """Registered heads and their options."""
+    from egofeat.heads import list_heads
+    from egofeat.heads.registry import head_kwargs
+
+    for name in list_heads():
+        options = ", ".join(f"{k}={v.default!r}" if hasattr(v, "default") else k for k, v in head_kwargs(name).items())
+        out.console.print(f"[bold]{name}[/bold]  {options}")
 
 
 @app.command()

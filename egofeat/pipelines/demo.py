@@ -13,6 +13,11 @@ from typing import Any
 
 from egofeat.extract.synthetic import write_synthetic_dataset
 from egofeat.pipelines.extract import ExtractOptions, run_extract
+from egofeat.pipelines.runs import resolve_config, train_run
+
+#: the demo's head: an MLP on full-frame + hand-crop features (see `egofeat heads`)
+DEMO_HEAD = ("mlp", ["trainer.lr=0.01", "trainer.patience=null", "trainer.batch_size=64"])
+DEMO_EPOCHS = 40
 
 
 def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers: int = 1) -> dict[str, Any]:
@@ -26,7 +31,7 @@ def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers
         annotations = dataset_dir / "annotations"
         verbs, nouns = SYNTHETIC_VERBS, SYNTHETIC_NOUNS
     else:
-        dataset = write_synthetic_dataset(dataset_dir, n_videos=9, segments_per_video=24)
+        dataset = write_synthetic_dataset(dataset_dir, n_videos=12, segments_per_video=30)
         annotations, verbs, nouns = dataset.annotations_dir, dataset.verbs, dataset.nouns
     options = ExtractOptions(
         annotations=[annotations / "EPIC_100_train.csv", annotations / "EPIC_100_validation.csv"],
@@ -34,11 +39,20 @@ def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers
         encoders=("tiny",), workers=workers, progress=progress,
     )
     extraction = run_extract(options)
+    head, overrides = DEMO_HEAD
+    config = resolve_config(None, overrides, streams=["tiny/full", "tiny/hand"], head=head,
+                            tasks=["verb", "noun"], epochs=DEMO_EPOCHS, device="cpu", progress=False)
+    run = train_run(extraction.store, out / "runs" / head, config)
+    runs = [{"name": head, "path": run["run"], "streams": run["streams"],
+             "metrics": {k: v for k, v in run["metrics"].items() if k.startswith("all_") and "count" not in k},
+             "chance": {"verb": 100 / len(verbs), "noun": 100 / len(nouns)},
+             "plots": str(Path(run["run"]) / "plots")}]
     return {
         "out": str(out),
         "dataset": {"path": str(dataset_dir), "verbs": list(verbs), "nouns": list(nouns)},
         "store": extraction.store,
         "streams": extraction.streams + extraction.text_streams,
         "extract": extraction.to_dict(),
+        "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
     }

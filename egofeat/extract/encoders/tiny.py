@@ -7,8 +7,9 @@ layers and hashed character n-grams preserve. What it guarantees is that every p
 
 - weights come from a fixed seed through egofeat's own initialisation (not the global torch
   RNG), so they, and :attr:`~.base.Encoder.weights_hash`, are identical in every process;
-- image side: 64x64 input -> conv 4x4/4 -> conv 3x3/2 -> conv 3x3/2 (GELU) -> mean pool ->
-  linear -> 64-d;
+- image side: 64x64 input -> conv 4x4/4 -> conv 3x3/2 -> conv 3x3/2 (GELU) -> 4x4 average
+  pool, flattened -> linear -> 64-d (the pooling grid keeps coarse positions, so that motion,
+  e.g. the demo's verbs, is visible to temporal heads);
 - text side: lower-cased ``[a-z0-9]+`` words, each as ``<word>`` plus its character
   3-grams, hashed (blake2b) into 16384 buckets of an embedding bag, averaged -> 64-d.
 """
@@ -31,6 +32,7 @@ __all__ = ["TinyEncoder", "TinyModel", "create_tiny_encoder", "hashed_ngram_ids"
 TINY_DIM = 64
 TINY_INPUT_SIZE = 64
 TINY_SEED = 0
+GRID = 4
 TEXT_BUCKETS = 1 << 14
 NGRAM = 3
 _WORD = re.compile(r"[a-z0-9]+")
@@ -49,20 +51,20 @@ def hashed_ngram_ids(text: str, buckets: int = TEXT_BUCKETS, n: int = NGRAM) -> 
 
 
 class TinyConvNet(nn.Module):
-    """Three strided convolutions, mean pooling and a linear projection."""
+    """Three strided convolutions, a 4x4 average-pooling grid and a linear projection."""
 
     def __init__(self, dim: int = TINY_DIM) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=4, stride=4)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(64, dim, kernel_size=3, stride=2, padding=1)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim * GRID * GRID, dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = nn.functional.gelu(self.conv1(pixels))
         x = nn.functional.gelu(self.conv2(x))
         x = nn.functional.gelu(self.conv3(x))
-        return self.proj(x.mean(dim=(-2, -1)))
+        return self.proj(nn.functional.adaptive_avg_pool2d(x, GRID).flatten(1))
 
 
 class HashedTextEmbedding(nn.Module):
@@ -115,7 +117,7 @@ class TinyEncoder(Encoder, TextEncoder):
             model=TinyModel(),
             preprocessing=preprocessing,
             dim=TINY_DIM,
-            output="random-init conv net: mean-pooled conv3 features @ linear (not for research)",
+            output="random-init conv net: 4x4-pooled conv3 features @ linear (not for research)",
             device=device,
             batch_size=batch_size,
             details={"family": "tiny", "seed": TINY_SEED, "random_weights": True},
