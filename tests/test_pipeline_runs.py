@@ -129,3 +129,22 @@ def test_train_errors_are_clear(tmp_path):
     result = runner.invoke(app, ["train", "--store", str(tmp_path / "store"), "--stream", "toy/full",
                                  "--head", "nope", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "linear" in result.output
+
+
+def test_logreg_reference_folds_into_a_linear_checkpoint(tmp_path):
+    """`--head logreg` fits scikit-learn; its run evaluates like any other (same predictions)."""
+    from egofeat.heads import LogisticRegressionBaseline, load_head_data
+    from egofeat.pipelines.runs import run_outputs
+
+    _write_store(tmp_path / "store")
+    run = tmp_path / "logreg"
+    result = runner.invoke(app, ["train", "--store", str(tmp_path / "store"), "--stream", "toy/full",
+                                 "--head", "logreg", "--out", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "store")
+    train = load_head_data(store, ["toy/full"], splits=["train"])
+    val = load_head_data(store, ["toy/full"], splits=["val"])
+    expected = LogisticRegressionBaseline().fit(train).predict(val)
+    outputs, _, _ = run_outputs(run, "val")
+    for task in ("verb", "noun"):
+        np.testing.assert_allclose(outputs[task], expected[task], rtol=1e-4, atol=1e-3)

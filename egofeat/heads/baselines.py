@@ -12,8 +12,10 @@ from collections.abc import Iterable
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 
 from egofeat.heads.data import HeadData
+from egofeat.heads.registry import create_head, register_head
 
 __all__ = ["UNSEEN_CLASS_LOGIT", "LogisticRegressionBaseline", "time_mean_features"]
 
@@ -91,3 +93,13 @@ class LogisticRegressionBaseline:
             logits[:, model.classes_] = scores
             outputs[task] = logits
         return outputs
+
+
+@register_head("logreg")
+def logreg(*, in_dims, num_frames, num_classes, C: float = 1.0) -> nn.Module:
+    """scikit-learn LogisticRegression reference, fitted in one call by ``egofeat train``.
+
+    This entry builds the ``linear`` head its fitted weights fold into (standardization
+    included), so ``--head logreg`` runs are ordinary linear-probe checkpoints afterwards.
+    """
+    return create_head("linear", in_dims=in_dims, num_frames=num_frames, num_classes=num_classes)

@@ -25,11 +25,19 @@ import polars as pl
 import torch
 
 from egofeat import eval as metrics_lib
-from egofeat.heads import HeadData, create_head, load_head_data
-from egofeat.heads.checkpoint import check_provenance, load_checkpoint
+from egofeat.heads import HeadData, LogisticRegressionBaseline, create_head, load_head_data
+from egofeat.heads.baselines import UNSEEN_CLASS_LOGIT
+from egofeat.heads.checkpoint import Checkpoint, check_provenance, load_checkpoint, save_checkpoint
 from egofeat.heads.config import RunConfig, load_config
 from egofeat.heads.data import UNLABELLED
-from egofeat.heads.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer, predict
+from egofeat.heads.trainer import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    FitResult,
+    Trainer,
+    predict,
+    resolve_device,
+)
 from egofeat.store import FeatureStore
 
 RUN_FILE = "run.json"
@@ -111,11 +119,13 @@ def train_run(
         "store": str(store.path), "streams": config.data.streams, "tasks": list(config.trainer.tasks),
         "head": config.head.name, "config": config.to_dict(), "val_split": val_name,
     }, indent=1))
-    torch.manual_seed(config.trainer.seed)
-    model = create_head(config.head.name, in_dims=train.in_dims, num_frames=train.num_frames,
-                        num_classes=train.num_classes, **config.head.kwargs)
-    trainer = Trainer(config, run_dir=out)
-    fit = trainer.fit(model, train, val, resume=resume)
+    if config.head.name == LOGREG:
+        model, fit = fit_logreg(train, config, out)
+    else:
+        torch.manual_seed(config.trainer.seed)
+        model = create_head(config.head.name, in_dims=train.in_dims, num_frames=train.num_frames,
+                            num_classes=train.num_classes, **config.head.kwargs)
+        fit = Trainer(config, run_dir=out).fit(model, train, val, resume=resume)
     summary: dict[str, Any] = {
         "run": str(out), "head": config.head.name, "streams": config.data.streams,
         "epochs": len(fit.history), "best_epoch": fit.best_epoch, "stopped_early": fit.stopped_early,
@@ -126,6 +136,41 @@ def train_run(
     _plot_curves(out, fit.history)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+#: the scikit-learn reference baseline's head name (not a torch head: fitted in one call)
+LOGREG = "logreg"
+
+
+def fit_logreg(train: HeadData, config: RunConfig, out: Path) -> tuple[torch.nn.Module, FitResult]:
+    """scikit-learn LogisticRegression on standardized time-mean features, saved as a ``linear`` head.
+
+    The scaler folds into the linear layer (W' = W / sigma, b' = b - W' mu), so the run's
+    checkpoint is an ordinary ``linear`` head that `egofeat eval` and `predict` can use.
+    """
+    options = dict(config.head.kwargs)
+    baseline = LogisticRegressionBaseline(config.trainer.tasks, C=float(options.pop("C", 1.0)),
+                                          seed=config.trainer.seed).fit(train)
+    if options:
+        raise ValueError(f"head {LOGREG!r} accepts only the option C, got {sorted(options)}")
+    model = create_head("linear", in_dims=train.in_dims, num_frames=train.num_frames, num_classes=train.num_classes)
+    mean, scale = baseline.scaler.mean_, baseline.scaler.scale_
+    with torch.no_grad():
+        for task, layer in model.classifier.tasks.items():
+            sk = baseline.models[task]
+            weight = np.zeros((layer.out_features, layer.in_features))
+            bias = np.full(layer.out_features, UNSEEN_CLASS_LOGIT, dtype=np.float64)
+            coef, intercept = sk.coef_, sk.intercept_
+            if coef.shape[0] == 1:  # binary: sklearn keeps only classes_[1]'s score
+                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])
+            weight[sk.classes_] = coef / scale
+            bias[sk.classes_] = intercept - (coef / scale) @ mean
+            layer.weight.copy_(torch.from_numpy(weight))
+            layer.bias.copy_(torch.from_numpy(bias))
+    checkpoint = Checkpoint(model_state=model.state_dict(), head=model.head_spec, config=config.to_dict(),
+                            class_names=train.class_names or {}, provenance=train.provenance, epoch=1)
+    save_checkpoint(out / BEST_CHECKPOINT, checkpoint)
+    return model.eval(), FitResult(history=[], best_epoch=1, best_score=None, stopped_early=False, run_dir=out)
 
 
 def _train_val(store: FeatureStore, config: RunConfig) -> tuple[HeadData, HeadData | None, str]:
@@ -182,7 +227,7 @@ def score(outputs: dict[str, np.ndarray], data: HeadData, subsets: dict[str, Any
 def report_split(out: Path, model: torch.nn.Module, data: HeadData, split: str, config: RunConfig,
                  subset_files: SubsetFiles) -> dict[str, float]:
     """Predict ``data``, write predictions, metrics and per-class plots; return the metrics."""
-    outputs = predict(model, data, config.trainer.eval_batch_size, device=config.trainer.device)
+    outputs = _predict(model, data, config, config.trainer.device)
     subsets = subset_files.load()
     metrics = score(outputs, data, subsets)
     write_predictions(out / f"predictions-{split}.parquet", outputs, data)
@@ -226,8 +271,14 @@ def run_outputs(run: str | Path, split: str, *, store_path: str | Path | None = 
     provenance = {name: store.stream(name).info.provenance for name in config.data.streams}
     check_provenance(checkpoint, provenance)
     data = load_split_data(store, config, split)
-    model = checkpoint.build_model()
-    return predict(model, data, config.trainer.eval_batch_size, device=device), data, config
+    return _predict(checkpoint.build_model(), data, config, device), data, config
+
+
+def _predict(model: torch.nn.Module, data: HeadData, config: RunConfig, device: str) -> dict[str, np.ndarray]:
+    """Logits for scoring: bf16 autocast on CUDA, exact fp32 on CPUs (evaluation is cheap there)."""
+    resolved = resolve_device(device)
+    precision = config.trainer.precision if resolved.type == "cuda" else "fp32"
+    return predict(model, data, config.trainer.eval_batch_size, device=resolved, precision=precision)
 
 
 def evaluate_run(run: str | Path, split: str = "val", *, store_path: str | Path | None = None,
