@@ -190,6 +190,7 @@ def train(
     stream: Annotated[list[str], typer.Option(help="Stream name(s): NAME[,NAME]; repeatable.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics, plots).")],
     head: Annotated[str | None, typer.Option(help="Head name (see `egofeat heads`); default: config or linear.")] = None,
+    loss: Annotated[str | None, typer.Option(help="--head retrieval: infonce | egonce | mimm (sets head.loss).")] = None,
     task: Annotated[list[str] | None, typer.Option(help="Task(s): verb,noun.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML/YAML config (head, trainer, data tables).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value, e.g. trainer.lr=3e-4.")] = None,
@@ -203,8 +204,10 @@ def train(
 ) -> None:
     """Train a head on store streams (never touching video), then evaluate it on the val split."""
     from egofeat.pipelines.runs import SubsetFiles, resolve_config, train_run
+    from egofeat.pipelines.xmic import recipe_overrides
 
-    run_config = resolve_config(config, set_ or [], streams=_split_list(stream), head=head,
+    overrides = recipe_overrides(head, config, [*(set_ or []), *([f"head.loss={loss}"] if loss else [])])
+    run_config = resolve_config(config, overrides, streams=_split_list(stream), head=head,
                                 tasks=_split_list(task) or None, epochs=epochs, device=device,
                                 progress=not json_output)
     summary = train_run(store, out_dir, run_config, resume=resume,
@@ -219,15 +222,40 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split of the run's store to score.")] = "val",
     store: Annotated[Path | None, typer.Option(help="Score on this store instead of the run's.")] = None,
     results: Annotated[Path | None, typer.Option(help="Score this results file (.npz, or EPIC .pkl/.pt) instead of a run.")] = None,
-    annotations: Annotated[Path | None, typer.Option(help="With --results: the annotation CSV.")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="With --results: the annotation CSV; with --protocol: the retrieval CSV, egomcq.json or Charades-Ego CSV.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Retrieval protocol: ek100-mir | egomcq | charades-ego.")] = None,
+    sentences: Annotated[Path | None, typer.Option(help="ek100-mir: the sentence CSV (the captions, in its row order).")] = None,
+    similarity: Annotated[Path | None, typer.Option(help="ek100-mir: score this .npy (videos x captions in file order) against --annotations and --sentences.")] = None,
+    video_stream: Annotated[str | None, typer.Option(help="Zero-shot (no run): the video stream of --store.")] = None,
+    text_stream: Annotated[str | None, typer.Option(help="Zero-shot: the text stream; charades-ego: the class-prompt stream.")] = None,
+    dual_softmax: Annotated[bool, typer.Option(help="Re-score similarities with EgoVLP's dual softmax.")] = False,
+    save_similarity: Annotated[Path | None, typer.Option(help="ek100-mir: write the similarity matrix (.npy, with row and column id files).")] = None,
     unseen: Annotated[Path | None, SubsetOptions["unseen"]] = None,
     tail_verbs: Annotated[Path | None, SubsetOptions["tail_verbs"]] = None,
     tail_nouns: Annotated[Path | None, SubsetOptions["tail_nouns"]] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Score a trained run on a split, or a given results file against an annotations file."""
+    """Score a trained run on a split, a results file against annotations, or a retrieval protocol.
+
+    Retrieval protocols score a run trained with --head retrieval, or stored
+    features zero-shot (--store, --video-stream, --text-stream):
+
+    ek100-mir: mAP and nDCG, video-to-text, text-to-video and their average.
+    egomcq: accuracy on inter_video (types 1) and intra_video (types 2).
+    charades-ego: video-level mAP; videos without labels rank last; a class
+    without positive videos has AP NaN, which makes `map` NaN as in the
+    reference code (`map_nanmean` skips such classes).
+    """
     from egofeat.pipelines.runs import SubsetFiles, evaluate_results_file, evaluate_run
 
+    if protocol is not None:
+        from egofeat.pipelines.retrieval import ProtocolInputs, evaluate_protocol
+
+        inputs = ProtocolInputs(run, store, split, annotations, sentences, similarity, video_stream,
+                                text_stream, dual_softmax, save_similarity)
+        summary = evaluate_protocol(protocol, inputs)
+        out.print_json(summary) if json_output else out.print_protocol_summary(summary)
+        return
     subsets = SubsetFiles(unseen, tail_verbs, tail_nouns)
     if results is not None:
         if annotations is None:
@@ -236,8 +264,33 @@ def evaluate(
     elif run is not None:
         summary = evaluate_run(run, split, store_path=store, subsets=subsets)
     else:
-        raise ValueError("give a run folder, or --results FILE --annotations FILE")
-    out.print_json(summary) if json_output else out.print_metrics(summary)
+        raise ValueError("give a run folder, --results FILE --annotations FILE, or --protocol NAME")
+    printer = out.print_protocol_summary if "protocol" in summary else out.print_metrics
+    out.print_json(summary) if json_output else printer(summary)
+
+
+@app.command()
+@_user_errors
+def neighbors(
+    store: Annotated[Path, typer.Option(help="The feature store.")],
+    stream: Annotated[str, typer.Option(help="Stream whose (frame-averaged) features are compared.")],
+    query: Annotated[list[str], typer.Option(help="Query segment id; repeatable.")],
+    k: Annotated[int, typer.Option(help="In-context examples per query.")] = 16,
+    verb_ratio: Annotated[float, typer.Option(help="Share of same-verb / other-noun examples in each draw (EILEV: 0.5).")] = 0.5,
+    split: Annotated[list[str] | None, typer.Option(help="Draw examples from these splits only (a query may come from any).")] = None,
+    order: Annotated[str, typer.Option(help="shuffle (EILEV's order) | similarity.")] = "shuffle",
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
+    backend: Annotated[str, typer.Option(help="auto | numpy | faiss (exact either way).")] = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """EILEV-style in-context examples of segments: verb/noun bucket quotas, no exact (verb, noun)
+    duplicates, ranked by feature similarity; each with its video id and frame times."""
+    from egofeat.pipelines.neighbors import NeighborOptions, in_context_examples
+
+    options = NeighborOptions(k=k, verb_ratio=verb_ratio, splits=_split_list(split) or None,
+                              order=order, seed=seed, backend=backend)  # type: ignore[arg-type]
+    summary = in_context_examples(store, stream, _split_list(query), options)
+    out.print_json(summary) if json_output else out.print_neighbors(summary)
 
 
 @app.command(name="predict")
@@ -268,6 +321,42 @@ def fuse(
 
     summary = fuse_files(results, out_path)
     out.print_json(summary) if json_output else out.print_summary(summary)
+
+
+@app.command()
+@_user_errors
+def distill(
+    teachers: Annotated[list[str], typer.Option(help="Teacher run folders: RUN[,RUN]; repeatable.")],
+    stream: Annotated[list[str], typer.Option(help="The student's stream(s): NAME[,NAME].")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (report; CE-only head in baseline/).")],
+    head: Annotated[str | None, typer.Option(help="Student head (see `egofeat heads`); default: config or linear.")] = None,
+    store: Annotated[Path | None, typer.Option(help="The feature store (default: the first teacher's).")] = None,
+    weighting: Annotated[str, typer.Option(help="Teacher ensemble: mean | per-sample | dataset.")] = "mean",
+    tau_w: Annotated[float, typer.Option(help="Softmin temperature of per-sample / dataset weights.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 1.0,
+    w_distill: Annotated[float, typer.Option(help="Weight of T²·KL(teacher ‖ student).")] = 1.0,
+    w_gt: Annotated[float, typer.Option(help="Weight of the cross-entropy with the labels.")] = 0.0,
+    baseline: Annotated[bool, typer.Option(help="Also train the head with CE only, for the report.")] = True,
+    teacher_stream: Annotated[str | None, typer.Option(help="Name of the cached teacher-logit stream.")] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task(s): verb,noun.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML/YAML config of the student run.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key=value, e.g. trainer.lr=3e-4.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Distil teacher runs (cached logits) into a student head on one stream; report vs CE-only."""
+    from egofeat.pipelines.distill import DistillSettings, run_distill
+    from egofeat.pipelines.runs import resolve_config
+
+    run_config = resolve_config(config, set_ or [], streams=_split_list(stream), head=head,
+                                tasks=_split_list(task) or None, epochs=epochs, device=device,
+                                progress=not json_output)
+    settings = DistillSettings(weighting=weighting, temperature=temperature, w_distill=w_distill,
+                               w_gt=w_gt, tau_w=tau_w)
+    summary = run_distill(_split_list(teachers), out_dir, run_config, settings, store_path=store,
+                          baseline=baseline, teacher_stream=teacher_stream)
+    out.print_json(summary) if json_output else out.print_distill_summary(summary)
 
 
 @app.command()
@@ -309,6 +398,45 @@ def demo(
 
     summary = run_demo(out_dir, progress=not json_output)
     out.print_json(summary) if json_output else out.print_demo_summary(summary)
+
+
+run_app = typer.Typer(help="Named pipelines: extract -> train -> evaluate -> report.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("xmic")
+@_user_errors
+def run_xmic(
+    store: Annotated[Path, typer.Option(help="The feature store holding both datasets (created by --extract jobs).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the runs, report.json/.md and plots.")],
+    source: Annotated[str, typer.Option(help="Dataset trained on (epic100 | ego4d | a store dataset).")] = "epic100",
+    target: Annotated[str, typer.Option(help="Dataset evaluated on, over its own classes.")] = "ego4d",
+    encoder: Annotated[str | None, typer.Option(help="Dual encoder: streams <slug>/hand,full; its text side writes the class texts.")] = None,
+    classified: Annotated[str | None, typer.Option(help="Stream compared with the class texts (default <encoder>/hand).")] = None,
+    context: Annotated[str | None, typer.Option(help="Conditioning streams NAME[,NAME] (default <encoder>/hand,<encoder>/full).")] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task(s): noun,verb.")] = None,
+    splits_dir: Annotated[Path | None, typer.Option(help="X-MIC's split lists (Ego4D vocabulary, exact/semantic shared classes).")] = None,
+    epic_classes: Annotated[Path | None, typer.Option(help="Folder of EPIC_100_{verb,noun}_classes.csv.")] = None,
+    extract_jobs: Annotated[Path | None, typer.Option("--extract", help="TOML of [[extract]] jobs run first (egofeat extract options).")] = None,
+    select: Annotated[str, typer.Option(help="source-holdout | target-val (optimistic: selects on the reported split).")] = "source-holdout",
+    epochs: Annotated[int, typer.Option()] = 15,
+    bins: Annotated[int, typer.Option(help="Temporal bins (extraction --frames).")] = 16,
+    per_bin: Annotated[int, typer.Option(help="Frames per bin for --extract jobs (temporal jitter).")] = 3,
+    device: Annotated[str, typer.Option(help="cpu, cuda, auto.")] = "auto",
+    text_only: Annotated[bool, typer.Option(help="Only write the class text streams.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """X-MIC cross-dataset run, one direction: text streams, train on source, score on target."""
+    from egofeat.pipelines.xmic import XMICRunOptions, load_extract_jobs, run_xmic
+
+    report = run_xmic(XMICRunOptions(
+        store=store, out=out_dir, source=source, target=target, tasks=_split_list(task) or ("noun", "verb"),
+        encoder=encoder, classified=classified, context=_split_list([context]) if context else None,
+        splits_dir=splits_dir, epic_classes=epic_classes, selection=select, epochs=epochs, bins=bins,
+        per_bin=per_bin, extract=load_extract_jobs(extract_jobs) if extract_jobs else [], device=device,
+        text_only=text_only, progress=not json_output,
+    ))
+    out.print_json(report) if json_output else out.print_xmic_report(report)
 
 
 @app.command()

@@ -324,3 +324,17 @@ def test_multitask_cross_entropy_is_the_mean_of_task_losses():
         sum(torch.nn.functional.cross_entropy(outputs[t], batch["labels"][t]) for t in outputs) / 2
     )
     torch.testing.assert_close(loss, expected)
+
+
+def test_time_pooled_heads_train_on_time_means_computed_once():
+    train, val = separable(96, seed=0), separable(48, seed=1)
+    means = train.time_mean(chunk_rows=10)
+    assert means.features["full"].shape == (96, 1, 16)
+    torch.testing.assert_close(means.features["full"][:, 0], train.features["full"].float().mean(1))
+    pooled = Trainer(config(epochs=2)).fit(head("mlp", train), train, val)
+    per_batch = head("mlp", train)
+    per_batch.time_pooled = False  # average in every batch instead
+    reference = Trainer(config(epochs=2)).fit(per_batch, train, val)
+    for got, want in zip(pooled.history, reference.history, strict=True):
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
+        assert got["val_top1_mean"] == want["val_top1_mean"]

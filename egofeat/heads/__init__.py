@@ -13,6 +13,8 @@ Typical use::
 """
 
 from egofeat.heads import models as _models  # noqa: F401  (registers the built-in heads)
+from egofeat.heads import retrieval as _retrieval  # noqa: F401  (registers the retrieval head)
+from egofeat.heads import xmic as _xmic  # noqa: F401  (registers the xmic head)
 from egofeat.heads.baselines import LogisticRegressionBaseline
 from egofeat.heads.checkpoint import (
     Checkpoint,

@@ -103,26 +103,7 @@ class HeadData:
     load_report: LoadReport | None = None
 
     def __post_init__(self) -> None:
-        if not self.features:
-            raise ValueError("HeadData needs at least one feature stream")
-        rows = {name: int(x.shape[0]) for name, x in self.features.items()}
-        rows.update({f"labels[{task}]": int(y.shape[0]) for task, y in self.labels.items()})
-        if len(set(rows.values())) != 1:
-            raise ValueError(f"features and labels have different row counts: {rows}")
-        n = next(iter(rows.values()))
-        for name, x in self.features.items():
-            if x.ndim != 3 or not x.is_floating_point():
-                raise ValueError(
-                    f"features[{name!r}] must be a float (N, T, D) tensor, "
-                    f"got {x.dtype} {tuple(x.shape)}"
-                )
-        frames = {int(x.shape[1]) for x in self.features.values()} - {1}
-        if len(frames) > 1:
-            shapes = {name: tuple(x.shape) for name, x in self.features.items()}
-            raise ValueError(f"streams must share their frame count (or have 1): {shapes}")
-        for task, y in self.labels.items():
-            if y.dtype != torch.int64 or y.ndim != 1:
-                raise ValueError(f"labels[{task!r}] must be an int64 (N,) tensor, got {y.dtype}")
+        n = self._check_tensors()
         if self.segment_ids is None:
             self.segment_ids = np.arange(n).astype(str)
         self.segment_ids = np.asarray(self.segment_ids).astype(str)
@@ -136,17 +117,43 @@ class HeadData:
             self.num_classes = {
                 task: int(y.max()) + 1 if n else 0 for task, y in self.labels.items()
             }
+        self._check_labels()
+        if self.class_names is None:
+            self.class_names = {t: [str(i) for i in range(c)] for t, c in self.num_classes.items()}
+
+    def _check_tensors(self) -> int:
+        """Validate feature and label shapes and dtypes; returns the row count."""
+        if not self.features:
+            raise ValueError("HeadData needs at least one feature stream")
+        rows = {name: int(x.shape[0]) for name, x in self.features.items()}
+        rows.update({f"labels[{task}]": int(y.shape[0]) for task, y in self.labels.items()})
+        if len(set(rows.values())) != 1:
+            raise ValueError(f"features and labels have different row counts: {rows}")
+        for name, x in self.features.items():
+            if x.ndim != 3 or not x.is_floating_point():
+                raise ValueError(
+                    f"features[{name!r}] must be a float (N, T, D) tensor, "
+                    f"got {x.dtype} {tuple(x.shape)}"
+                )
+        frames = {int(x.shape[1]) for x in self.features.values()} - {1}
+        if len(frames) > 1:
+            shapes = {name: tuple(x.shape) for name, x in self.features.items()}
+            raise ValueError(f"streams must share their frame count (or have 1): {shapes}")
+        for task, y in self.labels.items():
+            if y.dtype != torch.int64 or y.ndim != 1:
+                raise ValueError(f"labels[{task!r}] must be an int64 (N,) tensor, got {y.dtype}")
+        return next(iter(rows.values()))
+
+    def _check_labels(self) -> None:
         for task, y in self.labels.items():
             count = self.num_classes.get(task)
             if count is None:
                 raise ValueError(f"num_classes lacks task {task!r}")
-            if n and (int(y.max()) >= count or int(y.min()) < UNLABELLED):
+            if len(y) and (int(y.max()) >= count or int(y.min()) < UNLABELLED):
                 raise ValueError(
                     f"labels[{task!r}] range [{int(y.min())}, {int(y.max())}] does not fit "
                     f"{count} classes (use {UNLABELLED} for unlabelled segments)"
                 )
-        if self.class_names is None:
-            self.class_names = {t: [str(i) for i in range(c)] for t, c in self.num_classes.items()}
 
     def __len__(self) -> int:
         return len(self.segment_ids)
@@ -175,7 +182,7 @@ class HeadData:
 
     def labelled(self, task: str) -> np.ndarray:
         """Boolean mask of rows with a label for ``task``."""
-        return (self.labels[task] != UNLABELLED).numpy()
+        return (self.labels[task] != UNLABELLED).cpu().numpy()
 
     # ---- selecting rows -----------------------------------------------------------------
     def subset(self, rows: np.ndarray | Tensor | Sequence[int] | slice) -> HeadData:
@@ -184,20 +191,21 @@ class HeadData:
         Features are copied (``index_select``), so a subset does not keep its parent alive.
         """
         if isinstance(rows, slice):
-            index = np.arange(len(self))[rows]
+            positions = np.arange(len(self))[rows]
         else:
-            index = rows.numpy() if isinstance(rows, Tensor) else np.asarray(rows)
-            if index.dtype == bool:
-                if index.shape != (len(self),):
-                    raise ValueError(f"mask has shape {index.shape}, expected ({len(self)},)")
-                index = np.flatnonzero(index)
-        index = torch.as_tensor(index, dtype=torch.long)
+            positions = rows.cpu().numpy() if isinstance(rows, Tensor) else np.asarray(rows)
+            if positions.dtype == bool:
+                if positions.shape != (len(self),):
+                    raise ValueError(f"mask has shape {positions.shape}, expected ({len(self)},)")
+                positions = np.flatnonzero(positions)
+        positions = positions.astype(np.int64)
+        index = torch.from_numpy(positions).to(self.device)
         return replace(
             self,
             features={n: x.index_select(0, index) for n, x in self.features.items()},
-            labels={t: y.index_select(0, index) for t, y in self.labels.items()},
-            segment_ids=self.segment_ids[index.numpy()],
-            meta=self.meta[index.numpy()],
+            labels={t: y.index_select(0, index.to(y.device)) for t, y in self.labels.items()},
+            segment_ids=self.segment_ids[positions],
+            meta=self.meta[positions],
             load_report=None,
         )
 
@@ -245,6 +253,20 @@ class HeadData:
             features={n: x.to(device=device, dtype=dtype) for n, x in self.features.items()},
             labels={t: y.to(device=device) for t, y in self.labels.items()},
         )
+
+    def time_mean(self, chunk_rows: int = 8192) -> HeadData:
+        """A copy whose streams are averaged over frames: float32 ``(N, 1, D)``.
+
+        Computed a chunk of rows at a time, so no full-size fp32 copy is ever made.
+        """
+        means = {}
+        for name, x in self.features.items():
+            out = torch.empty(x.shape[0], 1, x.shape[2], dtype=torch.float32, device=x.device)
+            for start in range(0, x.shape[0], chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                out[rows] = x[rows].mean(dim=1, keepdim=True, dtype=torch.float32)
+            means[name] = out
+        return replace(self, features=means)
 
     # ---- batches ------------------------------------------------------------------------
     def batch(self, index: Tensor, device: torch.device | str | None = None) -> Batch:

@@ -9,12 +9,20 @@ Logits travel as dicts keyed by task (``{"verb": (B, 97), "noun": (B, 300)}``), 
 a head's output and as a batch's labels (``{"verb": (B,), "noun": (B,)}``). Teacher logits are
 constants: they are detached here, so they can come from a cached teacher-logit stream or from
 teachers run under ``no_grad``.
+
+Cached teacher logits are stored one row per segment, *teacher-major*: the row of N teachers
+over tasks ``(verb: 97, noun: 300)`` is ``[t0 verb | t0 noun | t1 verb | t1 noun | ...]``, of
+width ``N · ΣC`` (:func:`pack_teacher_logits`, :func:`unpack_teacher_logits`). Loaded as a
+one-frame stream of a :class:`~egofeat.heads.data.HeadData`, such a row reaches the loss in
+``batch["features"]``, where :class:`DistillationLoss` reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,14 +30,24 @@ from torch import Tensor
 from egofeat.heads.data import UNLABELLED
 
 __all__ = [
+    "WEIGHTINGS",
+    "DistillationLoss",
     "dataset_weights",
     "distillation_loss",
     "ensemble_logits",
     "kd_kl",
+    "pack_teacher_logits",
     "per_sample_weights",
+    "unpack_teacher_logits",
 ]
 
 Logits = Mapping[str, Tensor]
+Weighting = Literal["mean", "per-sample", "dataset"]
+
+#: How teachers are weighted in the ensemble: a uniform mean of logits, per-sample
+#: ``softmin(CE / tau_w)`` weights (training batches; needs labels), or fixed weights calibrated
+#: on held-out data (:func:`dataset_weights`).
+WEIGHTINGS: tuple[str, ...] = ("mean", "per-sample", "dataset")
 
 
 def kd_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -163,6 +181,130 @@ def dataset_weights(
             raise ValueError(f"dataset_weights: no labelled {task!r} rows to calibrate on")
         weights[task] = torch.softmax(-ce[labelled.to(ce.device)].mean(dim=0) / tau_w, dim=-1)
     return weights
+
+
+def pack_teacher_logits(
+    teacher_logits: Sequence[Mapping[str, Tensor | np.ndarray]], num_classes: Mapping[str, int]
+) -> np.ndarray:
+    """Teachers' logits as cached rows: float32 ``(B, N · ΣC)``, teacher-major, tasks in
+    ``num_classes`` order (see the module docstring)."""
+    if not teacher_logits:
+        raise ValueError("pack_teacher_logits: no teachers given")
+    blocks = []
+    for i, logits in enumerate(teacher_logits):
+        for task, count in num_classes.items():
+            block = np.asarray(_task(logits, task, f"teacher_logits[{i}]"), dtype=np.float32)
+            if block.ndim != 2 or block.shape[1] != count:
+                raise ValueError(
+                    f"teacher_logits[{i}][{task!r}] has shape {block.shape}; expected "
+                    f"(rows, {count})"
+                )
+            blocks.append(block)
+    rows = {block.shape[0] for block in blocks}
+    if len(rows) != 1:
+        raise ValueError(f"teachers' logits have different row counts: {sorted(rows)}")
+    return np.concatenate(blocks, axis=1)
+
+
+def unpack_teacher_logits(
+    packed: Tensor, num_classes: Mapping[str, int]
+) -> list[dict[str, Tensor]]:
+    """Split cached rows ``(B, N · ΣC)`` (or a one-frame ``(B, 1, N · ΣC)`` stream batch) into
+    one ``{task: (B, C)}`` dict per teacher; the inverse of :func:`pack_teacher_logits`."""
+    if packed.ndim == 3 and packed.shape[1] == 1:
+        packed = packed[:, 0]
+    width = sum(num_classes.values())
+    if packed.ndim != 2 or width == 0 or packed.shape[1] % width:
+        raise ValueError(
+            f"teacher logits of shape {tuple(packed.shape)} are not rows of N teachers x "
+            f"{width} classes ({dict(num_classes)})"
+        )
+    sizes = list(num_classes.values()) * (packed.shape[1] // width)
+    blocks = iter(packed.split(sizes, dim=1))
+    return [{task: next(blocks) for task in num_classes} for _ in range(packed.shape[1] // width)]
+
+
+class DistillationLoss:
+    """The trainer's ``loss_fn(outputs, batch)`` for distillation from cached teacher logits.
+
+    The batch carries the teachers' logits as the one-frame feature stream ``teacher_stream``
+    (rows as :func:`pack_teacher_logits` lays them out); the student head does not read it. Per
+    batch the teachers are combined with :func:`ensemble_logits` and the student is scored
+    with :func:`distillation_loss`.
+
+    Args:
+        teacher_stream: Name of the stream holding the teachers' logits in ``batch["features"]``.
+        num_classes: The teachers' tasks and class counts, in their cached order.
+        weighting: ``"mean"`` (uniform), ``"per-sample"`` (``softmin(CE / tau_w)`` per sample,
+            from the batch's labels) or ``"dataset"`` (the fixed ``teacher_weights``).
+        teacher_weights: ``{task: (N,)}`` weights for ``"dataset"``, e.g. from
+            :func:`dataset_weights`.
+        tau_w: Temperature of the per-sample softmin.
+        temperature, w_distill, w_gt, tasks: As in :func:`distillation_loss`.
+    """
+
+    def __init__(
+        self,
+        teacher_stream: str,
+        num_classes: Mapping[str, int],
+        *,
+        weighting: Weighting = "mean",
+        teacher_weights: Mapping[str, Tensor] | None = None,
+        tau_w: float = 1.0,
+        temperature: float = 1.0,
+        w_distill: float = 1.0,
+        w_gt: float = 0.0,
+        tasks: Sequence[str] = ("verb", "noun"),
+    ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if (weighting == "dataset") != (teacher_weights is not None):
+            raise ValueError("teacher_weights go with weighting='dataset', and only with it")
+        if temperature <= 0 or tau_w <= 0:
+            raise ValueError(f"temperature and tau_w must be positive, got {temperature}, {tau_w}")
+        if w_distill < 0 or w_gt < 0 or w_distill + w_gt == 0:
+            raise ValueError(
+                f"w_distill and w_gt must be non-negative, not both 0; got {w_distill}, {w_gt}"
+            )
+        missing = [task for task in tasks if task not in num_classes]
+        if missing:
+            raise KeyError(f"the teachers predict {sorted(num_classes)}, not task(s) {missing}")
+        self.teacher_stream = teacher_stream
+        self.num_classes = dict(num_classes)
+        self.weighting = weighting
+        self.teacher_weights = dict(teacher_weights) if teacher_weights is not None else None
+        self.tau_w = tau_w
+        self.temperature = temperature
+        self.w_distill = w_distill
+        self.w_gt = w_gt
+        self.tasks = tuple(tasks)
+
+    def teachers(self, batch: Mapping) -> list[dict[str, Tensor]]:
+        """The batch's per-teacher logits ``[{task: (B, C)}, ...]``."""
+        features = batch["features"]
+        if self.teacher_stream not in features:
+            raise KeyError(
+                f"the batch has no teacher-logit stream {self.teacher_stream!r} (it has "
+                f"{sorted(features)}); load it into the HeadData beside the student's streams"
+            )
+        return unpack_teacher_logits(features[self.teacher_stream].float(), self.num_classes)
+
+    def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping) -> Tensor:
+        teachers = [{task: t[task] for task in self.tasks} for t in self.teachers(batch)]
+        weights: Mapping[str, Tensor] | None = self.teacher_weights
+        if self.weighting == "per-sample":
+            weights = per_sample_weights(teachers, batch["labels"], self.tau_w)
+        target = ensemble_logits(teachers, weights)
+        student = {task: outputs[task].float() for task in self.tasks}
+        return distillation_loss(
+            student,
+            target,
+            batch["labels"],
+            temperature=self.temperature,
+            w_distill=self.w_distill,
+            w_gt=self.w_gt,
+            tasks=self.tasks,
+        )
 
 
 def _teacher_losses(teacher_logits: Sequence[Logits], labels: Mapping[str, Tensor]) -> dict:

@@ -71,7 +71,7 @@ class StreamInput(nn.Module):
                     f"batch has {len(features)} streams {sorted(features)}; build it with "
                     f"in_dims={{name: dim}} to say which streams it reads"
                 )
-            chosen = [(name, x) for name, x in features.items()]
+            chosen = list(features.items())
             dims = [self.in_dims[ANY_STREAM]]
         else:
             missing = [name for name in self.in_dims if name not in features]
@@ -89,17 +89,18 @@ class StreamInput(nn.Module):
         if len(frames) > 1:
             shapes = {name: tuple(x.shape) for name, x in chosen}
             raise ValueError(f"streams have different frame counts and none is 1: {shapes}")
-        return [x.float() for _, x in chosen]
+        return [x for _, x in chosen]
 
     def forward(self, features: Mapping[str, Tensor], *, pool: bool = False) -> Tensor:
-        """``(B, T, D)`` features, or their time-mean ``(B, D)`` when ``pool`` is set."""
+        """float32 ``(B, T, D)`` features, or their time-mean ``(B, D)`` when ``pool`` is set."""
         xs = self._select(features)
-        if pool:
-            return torch.cat([x.mean(dim=1) for x in xs], dim=-1) if len(xs) > 1 else xs[0].mean(1)
+        if pool:  # averaging in float32 reads fp16 inputs without a full-size fp32 copy
+            return torch.cat([x.mean(dim=1, dtype=torch.float32) for x in xs], dim=-1)
         if len(xs) == 1:
-            return xs[0]
+            return xs[0].float()
         frames = max(x.shape[1] for x in xs)
-        return torch.cat([x.expand(-1, frames, -1) for x in xs], dim=-1)
+        # join in the stored dtype (fp16: half the bytes), then convert once
+        return torch.cat([x.expand(-1, frames, -1) for x in xs], dim=-1).float()
 
 
 class TaskClassifier(nn.Module):
@@ -122,6 +123,9 @@ def _split_tasks(logits: Tensor, num_classes: Mapping[str, int]) -> dict[str, Te
 class LinearHead(nn.Module):
     """Linear probe on the time-mean feature."""
 
+    #: reads only each stream's time-mean, so trainers may average the frames once, up front
+    time_pooled = True
+
     def __init__(
         self, in_dims: Mapping[str, int], num_classes: Mapping[str, int], dropout: float = 0.0
     ) -> None:
@@ -136,6 +140,8 @@ class LinearHead(nn.Module):
 
 class MLPHead(nn.Module):
     """One hidden layer (GELU, dropout) on the time-mean feature."""
+
+    time_pooled = True
 
     def __init__(
         self,

@@ -12,20 +12,41 @@ egocentric retrieval literature (``reference/heads.md`` §2):
 * :func:`dual_softmax` — EgoVLP's test-time re-scoring of a similarity matrix.
 
 :func:`zero_shot_similarity` scores stored features without any training.
+
+Training through :class:`~egofeat.heads.trainer.Trainer`: the registered ``"retrieval"`` head
+(:class:`RetrievalHead`) reads a video and a text stream from each batch and carries its
+:class:`RetrievalObjective`; :class:`RetrievalLoss` is the matching ``loss_fn``. It looks up
+per-row :class:`ClipLabels` through the batch's ``index`` to find EgoNCE's action-sharing
+positives and same-chunk negatives (:class:`SameChunkNegatives`) and MI-MM's relevant captions
+(:class:`PositiveCaptionSampler`). Its random draws come from torch's global generator, which the
+trainer seeds and checkpoints, so a resumed run draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from egofeat.eval.mir import mir_relevancy, mir_relevancy_blocks
+from egofeat.heads.registry import register_head
+
 __all__ = [
+    "LOSSES",
     "OWN_CAPTION",
+    "ClipLabels",
+    "PositiveCaptionSampler",
+    "RetrievalHead",
+    "RetrievalLoss",
+    "RetrievalObjective",
     "RetrievalProjector",
+    "SameChunkNegatives",
     "cosine_similarity_matrix",
     "dual_softmax",
     "ego_nce",
@@ -80,6 +101,7 @@ class RetrievalProjector(nn.Module):
         hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
+        self.embed_dim = embed_dim
         self.video_projection = _projection(video_head, video_dim, embed_dim, hidden_dim)
         self.text_projection = _projection(text_head, text_dim, embed_dim, hidden_dim)
 
@@ -254,29 +276,14 @@ def scene_negative_indices(
 
     Chunks are ``(video_id, floor(time / chunk_sec))`` as in EgoNCE's scene-aware negatives
     (60 s). A clip alone in its chunk gets a random clip from anywhere else (a plain negative),
-    so the doubled batch never holds duplicates.
+    so the doubled batch never holds duplicates. :class:`SameChunkNegatives` draws for a batch.
 
     Returns:
         ``(N,)`` int64 indices into the same clip list.
     """
-    if len(video_ids) != len(times_sec):
-        raise ValueError(f"{len(video_ids)} video ids but {len(times_sec)} times")
-    if len(video_ids) < 2:
-        raise ValueError("scene_negative_indices needs at least 2 clips")
     rng = rng or np.random.default_rng()
-    chunks: dict[tuple[str, int], list[int]] = {}
-    for i, (video, time) in enumerate(zip(video_ids, times_sec, strict=True)):
-        chunks.setdefault((video, int(np.floor(time / chunk_sec))), []).append(i)
-    out = np.empty(len(video_ids), dtype=np.int64)
-    for members in chunks.values():
-        for position, i in enumerate(members):
-            if len(members) > 1:
-                other = rng.integers(len(members) - 1)
-                out[i] = members[other + (other >= position)]
-            else:
-                other = rng.integers(len(video_ids) - 1)
-                out[i] = other + (other >= i)
-    return out
+    negatives = SameChunkNegatives(video_ids, times_sec, chunk_sec)
+    return negatives.sample(np.arange(len(negatives)), rng.random(len(negatives)))
 
 
 def dual_softmax(S: Tensor, temperature: float = 500.0) -> Tensor:
@@ -288,3 +295,426 @@ def dual_softmax(S: Tensor, temperature: float = 500.0) -> Tensor:
     reproduce it, and transpose the result for video-to-text ranking.
     """
     return torch.softmax(torch.softmax(S / temperature, dim=1) * S, dim=0)
+
+
+# ---- samplers ------------------------------------------------------------------------------
+
+
+class SameChunkNegatives:
+    """EgoNCE's scene-aware negatives, drawn for any batch of rows in O(batch).
+
+    Clips are grouped into chunks ``(video_id, floor(time / chunk_sec))``. :meth:`sample` gives
+    each requested row another clip of its chunk, uniformly, or any other clip when it is alone
+    in its chunk, so a doubled batch never pairs a clip with itself.
+    """
+
+    def __init__(
+        self, video_ids: Sequence[str], times_sec: Sequence[float], chunk_sec: float = 60.0
+    ) -> None:
+        if len(video_ids) != len(times_sec):
+            raise ValueError(f"{len(video_ids)} video ids but {len(times_sec)} times")
+        if len(video_ids) < 2:
+            raise ValueError("same-chunk negatives need at least 2 clips")
+        if not chunk_sec > 0:
+            raise ValueError(f"chunk_sec must be positive, got {chunk_sec}")
+        chunk_codes: dict[tuple[str, int], int] = {}
+        chunks = np.fromiter(
+            (
+                chunk_codes.setdefault((str(video), math.floor(time / chunk_sec)), len(chunk_codes))
+                for video, time in zip(video_ids, times_sec, strict=True)
+            ),
+            dtype=np.int64,
+            count=len(video_ids),
+        )
+        self._order = np.argsort(chunks, kind="stable")  # rows grouped chunk by chunk
+        _, starts, sizes = np.unique(chunks[self._order], return_index=True, return_counts=True)
+        group = np.repeat(np.arange(len(starts)), sizes)  # chunk of each grouped position
+        self._start = np.empty(len(chunks), dtype=np.int64)
+        self._size = np.empty(len(chunks), dtype=np.int64)
+        self._position = np.empty(len(chunks), dtype=np.int64)
+        self._start[self._order] = starts[group]
+        self._size[self._order] = sizes[group]
+        self._position[self._order] = np.arange(len(chunks)) - starts[group]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def sample(self, rows: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A negative for each of ``rows``, chosen by one uniform ``[0, 1)`` draw per row."""
+        rows = np.asarray(rows, dtype=np.int64)
+        uniform = np.asarray(uniform, dtype=np.float64)
+        if uniform.shape != rows.shape:
+            raise ValueError(f"need one draw per row: {uniform.shape} draws, {rows.shape} rows")
+        size = self._size[rows]
+        step = 1 + np.floor(uniform * np.maximum(size - 1, 1)).astype(np.int64)  # 1 .. size-1
+        same_chunk = self._order[self._start[rows] + (self._position[rows] + step) % size]
+        anywhere = np.floor(uniform * (len(self) - 1)).astype(np.int64)
+        anywhere += anywhere >= rows  # skip the row itself
+        return np.where(size > 1, same_chunk, anywhere)
+
+
+@dataclass(frozen=True)
+class ClipLabels:
+    """Labels of N clips, row-aligned with the data a retrieval head trains or is scored on.
+
+    Args:
+        verbs: ``(N,)`` verb class ids.
+        noun_sets: N collections of noun class ids (EPIC's ``all_noun_classes``), each non-empty.
+        video_ids: ``(N,)`` video of each clip.
+        times_sec: ``(N,)`` time of each clip (e.g. its middle), for same-chunk negatives.
+    """
+
+    verbs: np.ndarray
+    noun_sets: tuple[tuple[int, ...], ...]
+    video_ids: np.ndarray
+    times_sec: np.ndarray
+
+    def __post_init__(self) -> None:
+        verbs = np.asarray(self.verbs, dtype=np.int64)
+        nouns = tuple(tuple(sorted({int(n) for n in nouns})) for nouns in self.noun_sets)
+        columns = {"noun_sets": len(nouns), "video_ids": len(self.video_ids),
+                   "times_sec": len(self.times_sec)}  # fmt: skip
+        for name, length in columns.items():
+            if length != len(verbs):
+                raise ValueError(f"ClipLabels: {len(verbs)} verbs but {length} {name}")
+        empty = next((row for row, classes in enumerate(nouns) if not classes), None)
+        if empty is not None:
+            raise ValueError(f"ClipLabels: clip {empty} has no noun class; relevancy needs one")
+        object.__setattr__(self, "verbs", verbs)
+        object.__setattr__(self, "noun_sets", nouns)
+        object.__setattr__(self, "video_ids", np.asarray(self.video_ids).astype(str))
+        object.__setattr__(self, "times_sec", np.asarray(self.times_sec, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.verbs)
+
+    def noun_multihot(self) -> Tensor:
+        """``(N, max noun + 1)`` bool multi-hot of the noun sets."""
+        multihot = torch.zeros(len(self), 1 + max(max(n) for n in self.noun_sets), dtype=torch.bool)
+        for row, nouns in enumerate(self.noun_sets):
+            multihot[row, list(nouns)] = True
+        return multihot
+
+    def relevancy(self, video_rows: np.ndarray, caption_rows: np.ndarray) -> np.ndarray:
+        """EK-100 MIR relevancy (float32) of clips ``video_rows`` against clips ``caption_rows``."""
+        return mir_relevancy(
+            self.verbs[video_rows],
+            [self.noun_sets[row] for row in video_rows],
+            self.verbs[caption_rows],
+            [self.noun_sets[row] for row in caption_rows],
+        )
+
+
+class PositiveCaptionSampler:
+    """MI-MM's positive captions, drawn per batch from a sparse table of relevant captions.
+
+    For a video, every gallery caption whose relevancy exceeds ``threshold`` is equally likely,
+    as :func:`sample_positive_captions` draws from full relevancy rows; a video with none gets
+    its own caption (its own row) with weight 1.
+
+    Relevancy depends only on the (verb, noun set) of the two clips, so clips and captions are
+    grouped by that label pair (EK-100 train: 6,799 pairs for 15,989 sentences). The relevancy
+    of every clip pair against every caption pair is computed once, in row blocks
+    (:func:`~egofeat.eval.mir.mir_relevancy_blocks`), keeping only the relevant entries; a
+    batch then draws in O(batch × log).
+
+    Args:
+        labels: labels of every row the sampler may be asked about.
+        caption_rows: rows whose text forms the caption gallery (default: every row).
+        threshold: relevancy a caption must exceed (EK-100 recipes: 0.1).
+    """
+
+    def __init__(
+        self, labels: ClipLabels, caption_rows: np.ndarray | None = None, threshold: float = 0.1
+    ) -> None:
+        rows = np.arange(len(labels)) if caption_rows is None else np.asarray(caption_rows)
+        if rows.size == 0:
+            raise ValueError("the caption gallery is empty")
+        pairs: dict[tuple[int, tuple[int, ...]], int] = {}
+        label_pairs = zip(labels.verbs.tolist(), labels.noun_sets, strict=True)
+        self._pair_of_row = np.fromiter(
+            (pairs.setdefault(pair, len(pairs)) for pair in label_pairs),
+            dtype=np.int64,
+            count=len(labels),
+        )
+        gallery_pairs = self._pair_of_row[rows]
+        order = np.argsort(gallery_pairs, kind="stable")
+        self._members = rows[order].astype(np.int64)  # gallery rows grouped pair by pair
+        found, self._starts, self._counts = np.unique(
+            gallery_pairs[order], return_index=True, return_counts=True
+        )
+        self._build_candidates(list(pairs), found, threshold)
+
+    def _build_candidates(self, pairs: list, gallery: np.ndarray, threshold: float) -> None:
+        """Per clip pair, its relevant gallery pairs (CSR), their relevancy, and the running
+        count of gallery captions over all entries (so a draw is one ``searchsorted``)."""
+        candidates, relevancies, sizes = [], [], np.zeros(len(pairs), dtype=np.int64)
+        blocks = mir_relevancy_blocks(
+            [verb for verb, _ in pairs],
+            [nouns for _, nouns in pairs],
+            [pairs[g][0] for g in gallery],
+            [pairs[g][1] for g in gallery],
+            rows_per_block=512,
+        )
+        for block_rows, block in blocks:
+            pair, column = np.nonzero(block > threshold)
+            candidates.append(column.astype(np.int32))
+            relevancies.append(block[pair, column])
+            sizes[block_rows] = np.bincount(pair, minlength=block.shape[0])
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self._candidates = np.concatenate(candidates)
+        self._relevancy = np.concatenate(relevancies)
+        # Each candidate pair weighs as many captions as it holds: uniform over captions.
+        self._mass = np.concatenate([[0], np.cumsum(self._counts[self._candidates])])
+
+    def sample(self, rows: np.ndarray, uniform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One positive caption per row of ``rows``, from ``(len(rows), 2)`` uniform draws.
+
+        Returns:
+            ``(caption rows (B,), relevancies (B,))``; the relevancies are the adaptive-margin
+            weights.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        uniform = np.asarray(uniform, dtype=np.float64)
+        if uniform.shape != (len(rows), 2):
+            raise ValueError(f"need two draws per row: {uniform.shape} for {len(rows)} rows")
+        if not len(self._candidates):  # no clip has a relevant caption: all fall back
+            return rows.copy(), np.ones(len(rows), dtype=np.float32)
+        pair = self._pair_of_row[rows]
+        start, stop = self._offsets[pair], self._offsets[pair + 1]
+        low, high = self._mass[start], self._mass[stop]
+        found = high > low
+        # Draw one of the row's relevant captions by its running index; find its entry.
+        caption = low + np.floor(uniform[:, 0] * (high - low)).astype(np.int64)
+        entry = np.searchsorted(self._mass, caption, side="right") - 1
+        entry = np.minimum(entry, len(self._candidates) - 1)  # rows without any: unused entry
+        gallery = self._candidates[entry]
+        within = np.floor(uniform[:, 1] * self._counts[gallery]).astype(np.int64)
+        captions = np.where(found, self._members[self._starts[gallery] + within], rows)
+        weights = np.where(found, self._relevancy[entry], 1.0)
+        return captions, weights.astype(np.float32)
+
+
+# ---- the trainable head and its loss -------------------------------------------------------
+
+LOSSES = ("infonce", "egonce", "mimm")
+"""Losses of :class:`RetrievalObjective`: InfoNCE, EgoNCE and MI-MM."""
+
+
+@dataclass(frozen=True)
+class RetrievalObjective:
+    """How a retrieval head is trained; the head carries it, so checkpoints record it.
+
+    Args:
+        loss: ``"infonce"``, ``"egonce"`` or ``"mimm"`` (see the module docstring).
+        temperature: InfoNCE / EgoNCE softmax temperature (EgoVLP: 0.05).
+        margin: MI-MM margin (EgoVLP / LaViLa: 0.2).
+        adaptive_margin: MI-MM margin scaled by the relevancy of the sampled positive.
+        positive_threshold: MI-MM draws positives among captions with relevancy above it.
+        same_video_negatives: EgoNCE appends one clip of the same video chunk per sample.
+        chunk_sec: EgoNCE's chunk length for those negatives (60 s).
+    """
+
+    loss: str = "infonce"
+    temperature: float = 0.05
+    margin: float = 0.2
+    adaptive_margin: bool = False
+    positive_threshold: float = 0.1
+    same_video_negatives: bool = True
+    chunk_sec: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown retrieval loss {self.loss!r}; choose one of {LOSSES}")
+        if not (self.temperature > 0 and self.margin >= 0 and self.chunk_sec > 0):
+            raise ValueError(
+                f"retrieval objective needs temperature > 0, margin >= 0, chunk_sec > 0; got {self}"
+            )
+
+
+class RetrievalHead(nn.Module):
+    """A :class:`RetrievalProjector` over two streams of a trainer batch.
+
+    ``forward(batch)`` gives ``{"video": (B, E), "text": (B, E)}``: unit embeddings of each row's
+    clip (frames of ``video_stream`` averaged, then projected) and of its caption (the
+    ``text_stream`` feature, projected). ``objective`` says how it is trained.
+    """
+
+    time_pooled = True  # reads only each stream's time-mean: the trainer averages frames once
+
+    def __init__(
+        self,
+        video_stream: str,
+        text_stream: str,
+        projector: RetrievalProjector,
+        objective: RetrievalObjective,
+    ) -> None:
+        super().__init__()
+        self.video_stream = video_stream
+        self.text_stream = text_stream
+        self.projector = projector
+        self.objective = objective
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """``(B, T, Dv)`` or frame-averaged ``(B, Dv)`` features to unit embeddings."""
+        return self.projector.encode_video(video)
+
+    def encode_text(self, text: Tensor) -> Tensor:
+        """``(B, 1, Dt)`` (as streams store it) or ``(B, Dt)`` features to unit embeddings."""
+        return self.projector.encode_text(text.float().mean(dim=1) if text.ndim == 3 else text)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        features = batch["features"]
+        return {
+            "video": self.encode_video(features[self.video_stream]),
+            "text": self.encode_text(features[self.text_stream]),
+        }
+
+
+Projection = Literal["linear", "relu-linear", "mlp"]
+
+
+@register_head("retrieval")
+def retrieval(
+    *,
+    in_dims: Mapping[str, int],
+    num_frames: int,
+    num_classes: Mapping[str, int],
+    text_stream: str | None = None,
+    embed_dim: int = 256,
+    video_head: Projection = "linear",
+    text_head: Projection = "linear",
+    hidden_dim: int | None = None,
+    loss: Literal["infonce", "egonce", "mimm"] = "infonce",
+    temperature: float = 0.05,
+    margin: float = 0.2,
+    adaptive_margin: bool = False,
+    positive_threshold: float = 0.1,
+    same_video_negatives: bool = True,
+    chunk_sec: float = 60.0,
+) -> RetrievalHead:
+    """Video-text projector over two streams: a video stream and a text stream.
+
+    The text stream is ``text_stream``, or else the one stream with a ``text`` path part (as in
+    ``clip-vit-b16/text/narration``). The other options are those of
+    :class:`RetrievalProjector` and :class:`RetrievalObjective`.
+    """
+    streams = list(in_dims)
+    if len(streams) != 2:
+        raise ValueError(
+            f"the retrieval head takes two streams, a video stream and a text stream "
+            f"(--stream VIDEO,TEXT); got {streams}"
+        )
+    if text_stream is None:
+        texts = [name for name in streams if "text" in name.split("/")]
+        if len(texts) != 1:
+            raise ValueError(
+                f"cannot tell which of {streams} is the text stream; set head.text_stream=NAME"
+            )
+        text_stream = texts[0]
+    if text_stream not in streams:
+        raise ValueError(f"head.text_stream={text_stream!r} is not one of the streams {streams}")
+    video_stream = next(name for name in streams if name != text_stream)
+    projector = RetrievalProjector(
+        in_dims[video_stream],
+        in_dims[text_stream],
+        embed_dim,
+        video_head=video_head,
+        text_head=text_head,
+        hidden_dim=hidden_dim,
+    )
+    objective = RetrievalObjective(
+        loss, temperature, margin, adaptive_margin, positive_threshold, same_video_negatives,
+        chunk_sec,
+    )  # fmt: skip
+    return RetrievalHead(video_stream, text_stream, projector, objective)
+
+
+class RetrievalLoss:
+    """The trainer's ``loss_fn`` for a :class:`RetrievalHead` trained on ``data``.
+
+    * ``infonce``: :func:`info_nce` over the batch's (clip, own caption) pairs.
+    * ``egonce``: :func:`ego_nce`, positives sharing the verb class and a noun class, plus one
+      same-chunk negative per sample when ``same_video_negatives`` (embedded with the head).
+    * ``mimm``: :func:`max_margin` between the batch clips and one positive caption per clip,
+      drawn from the gallery by :class:`PositiveCaptionSampler`.
+
+    A final batch of one clip has nothing to rank against: MI-MM gives it a zero loss.
+
+    Args:
+        head: the head being trained.
+        data: the training data (a :class:`~egofeat.heads.data.HeadData`); the batch ``index``
+            values are its rows.
+        labels: :class:`ClipLabels` of those rows (EgoNCE and MI-MM need them).
+        caption_rows: MI-MM's caption gallery, as rows of ``data`` (default: every row).
+    """
+
+    def __init__(
+        self,
+        head: RetrievalHead,
+        data: Any,
+        labels: ClipLabels | None = None,
+        caption_rows: np.ndarray | None = None,
+    ) -> None:
+        self.head, self.data, self.objective = head, data, head.objective
+        if labels is None and self.objective.loss != "infonce":
+            raise ValueError(f"loss {self.objective.loss!r} needs ClipLabels of the training rows")
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(labels)} clip labels for {len(data)} training rows")
+        self._verbs = self._nouns = self._negatives = self._positives = None
+        if self.objective.loss == "egonce":
+            self._verbs = torch.from_numpy(labels.verbs)
+            self._nouns = labels.noun_multihot()
+            if self.objective.same_video_negatives:
+                self._negatives = SameChunkNegatives(
+                    labels.video_ids, labels.times_sec, self.objective.chunk_sec
+                )
+        elif self.objective.loss == "mimm":
+            self._positives = PositiveCaptionSampler(
+                labels, caption_rows, self.objective.positive_threshold
+            )
+
+    def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any]) -> Tensor:
+        video, text = outputs["video"], outputs["text"]
+        if self.objective.loss == "infonce":
+            return info_nce(video, text, self.objective.temperature)
+        rows = batch["index"].cpu()
+        if self.objective.loss == "egonce":
+            return self._ego_nce(video, text, rows)
+        return self._max_margin(video, rows)
+
+    def _ego_nce(self, video: Tensor, text: Tensor, rows: Tensor) -> Tensor:
+        device = video.device
+        verbs, nouns = self._verbs[rows].to(device), self._nouns[rows].to(device)
+        negatives = None
+        if self._negatives is not None:
+            others = torch.from_numpy(self._negatives.sample(rows.numpy(), _uniform(len(rows))))
+            embedded = self.head(self.data.batch(others, device=device))
+            negatives = (
+                embedded["video"],
+                embedded["text"],
+                self._verbs[others].to(device),
+                self._nouns[others].to(device),
+            )
+        return ego_nce(
+            video, text, verbs, nouns, self.objective.temperature, same_video_negatives=negatives
+        )
+
+    def _max_margin(self, video: Tensor, rows: Tensor) -> Tensor:
+        if len(rows) < 2:
+            return video.sum() * 0.0
+        captions, weights = self._positives.sample(rows.numpy(), _uniform(len(rows), 2))
+        stored = self.data.features[self.head.text_stream]
+        text = self.head.encode_text(
+            stored.index_select(0, torch.from_numpy(captions)).to(video.device)
+        )
+        margin_weights = None
+        if self.objective.adaptive_margin:
+            margin_weights = torch.from_numpy(weights).to(video.device)
+        return max_margin(video @ text.T, self.objective.margin, margin_weights)
+
+
+def _uniform(*shape: int) -> np.ndarray:
+    """Uniform [0, 1) draws from torch's global generator (seeded and checkpointed by the
+    trainer, so resumed runs draw the same numbers)."""
+    return torch.rand(shape, dtype=torch.float64).numpy()

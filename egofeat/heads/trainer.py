@@ -14,6 +14,9 @@ gradients, autocasts to bf16 on CUDA, early-stops on a validation split, writes
 ``metrics.jsonl``, ``last.pt`` (resume state) and ``best.pt`` into its run folder, and resumes
 from ``last.pt`` exactly as if never interrupted.
 
+A head whose class sets ``time_pooled = True`` (the linear probe, the MLP) reads only each
+stream's time-mean; the trainer then averages the frames once instead of in every batch.
+
 Model initialisation happens before the trainer sees the model: seed it yourself
 (``torch.manual_seed(seed)`` before ``create_head``) for fully reproducible runs.
 """
@@ -360,6 +363,10 @@ class Trainer:
         checkpoint_path = self._resume_path(resume)
         if checkpoint_path is not None:
             state = self._restore(checkpoint_path, model, optimizer, device)
+        if getattr(model, "time_pooled", False):
+            # the head reads only time-means: average the frames once, not in every batch
+            train = train.time_mean()
+            val = val.time_mean() if val is not None else None
         if device.type == "cuda" and config.features_on_device:
             train = train.to(device)
             val = val.to(device) if val is not None else None

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egofeat.heads.data import UNLABELLED
+from egofeat.heads.registry import ANY_STREAM, register_head
 
 __all__ = [
     "XMIC_BATCH_SIZE",
@@ -40,6 +41,7 @@ __all__ = [
     "XMIC_WARMUP_MIN_LR",
     "XMIC_WEIGHT_DECAY",
     "TemporalJitter",
+    "XMICClassifier",
     "XMICConfig",
     "XMICHead",
     "dense_bin_indices",
@@ -402,19 +404,22 @@ class TemporalJitter:
     classified and context features stay aligned; other batch entries pass through unchanged.
 
     The generator is reseeded from ``(seed, epoch)`` by :meth:`set_epoch`, so the jitter of an
-    epoch is reproducible given the batch order.
+    epoch is reproducible given the batch order. With ``seed=None`` the frames are drawn from
+    torch's global RNG instead, which :class:`~egofeat.heads.trainer.Trainer` seeds and saves in
+    its checkpoints, so a resumed run jitters exactly as an uninterrupted one.
     """
 
-    def __init__(self, streams: Sequence[str], num_bins: int = 16, seed: int = 0) -> None:
+    def __init__(self, streams: Sequence[str], num_bins: int = 16, seed: int | None = 0) -> None:
         self.streams = tuple(streams)
         self.num_bins = num_bins
         self.seed = seed
-        self.generator = torch.Generator()
+        self.generator = torch.Generator() if seed is not None else None
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Restart the random stream for ``epoch``."""
-        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        """Restart the random stream for ``epoch`` (nothing to do with the global RNG)."""
+        if self.generator is not None:
+            self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __call__(self, batch: Mapping, *, train: bool) -> dict:
         """A copy of ``batch`` (trainer layout or flat) with the listed streams jittered."""
@@ -480,3 +485,139 @@ def xmic_optimizer(
         optimizer, lambda epoch: xmic_lr(epoch, lr=lr) / lr
     )
     return optimizer, scheduler
+
+
+# --- the registered head --------------------------------------------------------------------
+
+
+class XMICClassifier(nn.Module):
+    """The registered ``xmic`` head: one :class:`XMICHead` per task, temporal jitter, and the
+    class vocabularies, behind the trainer's ``forward(batch) -> {task: logits}`` interface.
+
+    * **Vocabularies.** Each task's class text embeddings are a persistent buffer
+      ``class_text_<task>``, so a checkpoint carries the vocabulary it was trained with (an
+      all-zero one, i.e. never set, is refused at the first forward). Set them with
+      :meth:`set_class_embeddings`; :meth:`set_evaluation_vocabulary` swaps in another
+      dataset's classes for eval mode only (cross-dataset evaluation), without saving them.
+    * **Temporal jitter.** When the streams hold ``bins * K`` frames per segment (extracted with
+      ``--sampling oversampled --per-bin K``), a training-mode forward reads one random frame per
+      bin, drawn from torch's global RNG (seeded, and saved in checkpoints, by the trainer); an
+      eval-mode forward reads the bin centres.
+
+    Args:
+        config: the per-task model; its ``task`` is replaced by each task of ``num_classes``.
+        num_classes: classes per task (each task gets its own adapter, as X-MIC trains one
+            model per label type).
+        stored_frames: frames per segment in the streams, a multiple of ``config.num_frames``.
+    """
+
+    def __init__(
+        self, config: XMICConfig, num_classes: Mapping[str, int], stored_frames: int
+    ) -> None:
+        super().__init__()
+        if stored_frames % config.num_frames:
+            raise ValueError(
+                f"the streams hold {stored_frames} frames per segment, not a multiple of "
+                f"bins={config.num_frames}: extract them with --frames BINS --sampling "
+                f"oversampled --per-bin K, or set head.bins to the sampler's frame count"
+            )
+        self.heads = nn.ModuleDict(
+            {task: XMICHead(torch.zeros(count, config.embed_dim), replace(config, task=task))
+             for task, count in num_classes.items()}
+        )
+        for task, count in num_classes.items():
+            self.register_buffer(f"class_text_{task}", torch.zeros(count, config.embed_dim))
+        streams = dict.fromkeys((config.classified_stream, *config.context_streams))
+        self.jitter = (
+            TemporalJitter(list(streams), num_bins=config.num_frames, seed=None)
+            if stored_frames > config.num_frames
+            else None
+        )
+        self._evaluation_text: dict[str, Tensor] = {}
+
+    def set_class_embeddings(self, task: str, embeddings: Tensor) -> None:
+        """The ``(C, embed_dim)`` class text embeddings of ``task`` (saved with the weights)."""
+        current = self._class_text(task)
+        if tuple(embeddings.shape) != tuple(current.shape):
+            raise ValueError(
+                f"{task} class embeddings must be {tuple(current.shape)} (the head's classes), "
+                f"got {tuple(embeddings.shape)}; use set_evaluation_vocabulary for other classes"
+            )
+        current.copy_(embeddings.detach().to(current))
+
+    def set_evaluation_vocabulary(self, task: str, embeddings: Tensor | None) -> None:
+        """Classify ``task`` over these ``(C', embed_dim)`` classes in eval mode (None: undo)."""
+        self._class_text(task)  # checks the task
+        if embeddings is None:
+            self._evaluation_text.pop(task, None)
+        else:
+            self._evaluation_text[task] = embeddings.detach().float()
+
+    def forward(self, batch: Mapping) -> dict[str, Tensor]:
+        if self.jitter is not None:
+            batch = self.jitter(batch, train=self.training)
+        outputs = {}
+        for task, head in self.heads.items():
+            text = None if self.training else self._evaluation_text.get(task)
+            if text is None:
+                text = self._class_text(task)
+                if not bool(text.any()):
+                    raise ValueError(
+                        f"the xmic head's {task} class embeddings were never set: load them from "
+                        f"a text stream with set_class_embeddings({task!r}, ...)"
+                    )
+            head.set_class_embeddings(text)
+            outputs.update(head(batch))
+        return outputs
+
+    def _class_text(self, task: str) -> Tensor:
+        if task not in self.heads:
+            raise KeyError(f"the xmic head has no task {task!r}; tasks: {list(self.heads)}")
+        return getattr(self, f"class_text_{task}")
+
+
+@register_head("xmic")
+def xmic(
+    *,
+    in_dims,
+    num_frames,
+    num_classes,
+    classified: str | None = None,
+    context: list[str] | None = None,
+    bins: int | None = None,
+    width: int | None = None,
+    heads: int = 4,
+    class_text: str | None = None,
+) -> XMICClassifier:
+    """X-MIC adapter (video-conditioned text classifier; class embeddings from a text stream).
+
+    ``classified``: the stream compared with the class text (default: the first stream, e.g. the
+    hand crop); ``context``: the conditioning streams, tokens per frame (default: all streams,
+    e.g. ``[hand, full]``; another encoder's streams for the DINO variant); ``bins``: temporal
+    bins (default: the stored frame count, i.e. no jitter; ``egofeat train`` sets it from the
+    streams' sampling); ``width``: of the conditioning transformer (default: the classified
+    stream's dim); ``class_text``: the text stream of the class names, ``{task}`` standing for
+    the task (read by ``egofeat train``; default: found by name, see ``egofeat.pipelines.xmic``).
+    """
+    del class_text  # resolved and loaded by the pipeline; kept in the spec as provenance
+    if ANY_STREAM in in_dims:
+        raise ValueError("the xmic head needs named streams: in_dims={'clip/hand': 512, ...}")
+    streams = list(in_dims)
+    classified = classified or streams[0]
+    context = list(context or streams)
+    unknown = [name for name in (classified, *context) if name not in in_dims]
+    if unknown:
+        raise ValueError(f"xmic streams {unknown} are not among the head's inputs {streams}")
+    embed_dim = in_dims[classified]
+    width = width or embed_dim
+    context_dims = tuple(in_dims[name] for name in context)
+    config = XMICConfig(
+        classified_stream=classified,
+        context_streams=tuple(context),
+        context_dims=None if set(context_dims) == {width} else context_dims,
+        embed_dim=embed_dim,
+        width=width,
+        heads=heads,
+        num_frames=bins or num_frames,
+    )
+    return XMICClassifier(config, num_classes, num_frames)

@@ -124,6 +124,12 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
     for run in summary.get("runs", []):
         console.print(f"run [bold]{run['name']}[/bold]: {run['path']}  " + "  ".join(
             f"{k} {v:.1f}" for k, v in run["metrics"].items()))
+    if "xmic" in summary:
+        xmic = summary["xmic"]
+        for task, methods in xmic["tasks"].items():
+            console.print(f"X-MIC {xmic['source']} -> {xmic['target']} {task}: " + ";  ".join(
+                f"{method} shared {m['shared']:.1f} novel {m['novel']:.1f}" for method, m in methods.items()))
+        console.print(f"X-MIC report: {xmic['report']}")
     console.print(f"done in {summary['seconds']} s; explore with `egofeat info {summary['store']}`")
 
 
@@ -150,3 +156,68 @@ def print_run_summary(summary: dict[str, Any]) -> None:
     if "metrics" in summary:
         print_metrics({"metrics": summary["metrics"]})
     console.print(f"plots: {summary['run']}/plots/")
+
+
+def print_distill_summary(summary: dict[str, Any]) -> None:
+    """Render `egofeat distill`'s result: the cached teacher logits, then the comparison."""
+    cache = summary["teacher_stream"]
+    done = [f"{', '.join(cache[key])} {key}" for key in ("written", "reused") if cache[key]]
+    console.print(f"teacher logits: stream [bold]{cache['stream']}[/bold] ({'; '.join(done)})")
+    report = summary.get("report")
+    if report:
+        table = Table(title=f"{summary['run']}: distilled student vs teachers vs CE-only")
+        for column in ("model", "verb@1", "noun@1", "action@1", "ECE verb %", "ECE noun %"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for entry in report["models"]:
+            metrics, ece = entry["metrics"], entry["ece"]
+            cells = [metrics.get(f"all_{t}_accuracy_at_1") for t in ("verb", "noun", "action")]
+            cells += [100 * ece[t] if ece.get(t) is not None else None for t in ("verb", "noun")]
+            table.add_row(entry["model"], *("n/a" if v is None else f"{v:.1f}" for v in cells))
+        console.print(table)
+        console.print(f"report: {report['markdown']} (and .json); plots: {summary['run']}/plots/")
+    console.print(f"done in {summary['seconds']} s")
+
+
+def print_protocol_summary(summary: dict[str, Any]) -> None:
+    """Render a retrieval protocol's scores: context, metrics (x100), then the rules applied."""
+    print_metrics({k: v for k, v in summary.items() if k not in ("notes", "per_class_ap")})
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}", style="dim")
+
+
+def print_neighbors(summary: dict[str, Any]) -> None:
+    """Render `egofeat neighbors`: one table of in-context examples per query (query last)."""
+    console.print(f"{summary['stream']}: pool of {summary['pool']:,} segments ({summary['backend']} "
+                  f"exact search), {summary['seconds_selecting']} s to select")
+    for result in summary["results"]:
+        table = Table(title=f"in-context examples of {result['query']}")
+        for column in ("#", "segment", "video", "verb", "noun", "similarity", "bucket", "frame times (s)"):
+            table.add_column(column, justify="right" if column in ("#", "similarity") else "left")
+        for i, example in enumerate(result["examples"], start=1):
+            times = example["frame_times"]
+            span = f"{times[0]:.2f}-{times[-1]:.2f} ({len(times)})" if times else ""
+            table.add_row(str(i), example["segment_id"], example["video_id"], example["verb"], example["noun"],
+                          f"{example['similarity']:.3f}", example["bucket"], span)
+        console.print(table)
+
+
+def print_xmic_report(report: dict[str, Any]) -> None:
+    """Render `egofeat run xmic`: top-1 over all / shared / novel target classes per method."""
+    if "tasks" not in report:
+        console.print("text streams: " + ", ".join(report["text_streams"].values()))
+        return
+    console.print(f"checkpoint selection: {report['selection']}")
+    for task, result in report["tasks"].items():
+        for kind, counts in result["splits"].items():
+            table = Table(title=f"{report['source']} -> {report['target']}: {task}, {kind} split "
+                                f"({counts['shared']} shared / {counts['novel']} novel classes), top-1 %")
+            for column in ("method", "all", "shared", "novel", "HM", "class-mean novel", "within"):
+                table.add_column(column, justify="left" if column == "method" else "right")
+            for method, scores in result["methods"].items():
+                m = scores["cross"][kind]
+                cells = [m["all_accuracy"], m["shared_accuracy"], m["novel_accuracy"], m["harmonic_mean_accuracy"],
+                         m["novel_class_mean_accuracy"], (scores["within"] or {}).get("accuracy")]
+                table.add_row(method.replace("_", " "), *("n/a" if v is None or v != v else f"{v:.1f}" for v in cells))
+            console.print(table)
+        console.print(f"X-MIC {task}: {result['trainable_parameters']:,} trainable parameters")
+    console.print(f"report: {report['plots'][0].rsplit('/plots/', 1)[0]}/report.md; done in {report['seconds']} s")

@@ -26,6 +26,7 @@ import torch
 
 from egofeat import eval as metrics_lib
 from egofeat.heads import HeadData, LogisticRegressionBaseline, create_head, load_head_data
+from egofeat.heads import retrieval as _retrieval  # noqa: F401  (registers the retrieval head)
 from egofeat.heads.baselines import UNSEEN_CLASS_LOGIT
 from egofeat.heads.checkpoint import Checkpoint, check_provenance, load_checkpoint, save_checkpoint
 from egofeat.heads.config import RunConfig, load_config
@@ -34,6 +35,7 @@ from egofeat.heads.trainer import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     FitResult,
+    LossFn,
     Trainer,
     predict,
     resolve_device,
@@ -95,10 +97,18 @@ def resolve_config(
     return config
 
 
-def load_split_data(store: FeatureStore, config: RunConfig, split: str, **kwargs: Any) -> HeadData:
-    """One split of the store's streams as HeadData (labels of the run's tasks)."""
-    return load_head_data(store, config.data.streams, tasks=config.trainer.tasks, splits=[split],
-                          dataset=config.data.dataset, cache_dir=config.data.cache_dir, **kwargs)
+def load_split_data(store: FeatureStore, config: RunConfig, split: str, *,
+                    extra_streams: Sequence[str] = (), **kwargs: Any) -> HeadData:
+    """One split of the store's streams as HeadData (labels of the run's tasks).
+
+    ``extra_streams`` are loaded on the same rows for the loss to read (e.g. cached teacher
+    logits); the head does not read them, so the provenance kept (for checkpoints) omits them.
+    """
+    data = load_head_data(store, [*config.data.streams, *extra_streams], tasks=config.trainer.tasks,
+                          splits=[split], dataset=config.data.dataset, cache_dir=config.data.cache_dir,
+                          **kwargs)
+    data.provenance = {name: data.provenance[name] for name in config.data.streams}
+    return data
 
 
 def train_run(
@@ -108,24 +118,41 @@ def train_run(
     *,
     resume: bool = False,
     subsets: SubsetFiles | None = None,
+    loss_fn: LossFn | None = None,
+    extra_streams: Sequence[str] = (),
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train a head on store streams into run folder ``out``, then evaluate it on the val split."""
+    """Train a head on store streams into run folder ``out``, then evaluate it on the val split.
+
+    ``loss_fn`` replaces the cross-entropy; ``extra_streams`` are loaded beside the head's streams
+    for it (see :func:`load_split_data`); ``run_info`` adds keys to ``run.json``.
+    """
+    if config.head.name == "retrieval":  # contrastive losses, validated by MIR metrics
+        from egofeat.pipelines.retrieval import train_retrieval_run
+
+        return train_retrieval_run(store_path, out, config, resume=resume)
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = FeatureStore.open(store_path)
-    train, val, val_name = _train_val(store, config)
+    train, val, val_name = _train_val(store, config, extra_streams)
     (out / RUN_FILE).write_text(json.dumps({
         "store": str(store.path), "streams": config.data.streams, "tasks": list(config.trainer.tasks),
-        "head": config.head.name, "config": config.to_dict(), "val_split": val_name,
+        "head": config.head.name, "config": config.to_dict(), "val_split": val_name, **(run_info or {}),
     }, indent=1))
     if config.head.name == LOGREG:
         model, fit = fit_logreg(train, config, out)
     else:
         torch.manual_seed(config.trainer.seed)
-        model = create_head(config.head.name, in_dims=train.in_dims, num_frames=train.num_frames,
-                            num_classes=train.num_classes, **config.head.kwargs)
-        fit = Trainer(config, run_dir=out).fit(model, train, val, resume=resume)
+        in_dims = {name: train.in_dims[name] for name in config.data.streams}
+        if config.head.name == "xmic":  # its classifier is read from the store's class text streams
+            from egofeat.pipelines.xmic import create_xmic_head
+
+            model = create_xmic_head(store, config, train)
+        else:
+            model = create_head(config.head.name, in_dims=in_dims, num_frames=train.num_frames,
+                                num_classes=train.num_classes, **config.head.kwargs)
+        fit = Trainer(config, loss_fn=loss_fn, run_dir=out).fit(model, train, val, resume=resume)
     summary: dict[str, Any] = {
         "run": str(out), "head": config.head.name, "streams": config.data.streams,
         "epochs": len(fit.history), "best_epoch": fit.best_epoch, "stopped_early": fit.stopped_early,
@@ -173,14 +200,15 @@ def fit_logreg(train: HeadData, config: RunConfig, out: Path) -> tuple[torch.nn.
     return model.eval(), FitResult(history=[], best_epoch=1, best_score=None, stopped_early=False, run_dir=out)
 
 
-def _train_val(store: FeatureStore, config: RunConfig) -> tuple[HeadData, HeadData | None, str]:
+def _train_val(store: FeatureStore, config: RunConfig,
+               extra_streams: Sequence[str] = ()) -> tuple[HeadData, HeadData | None, str]:
     splits = set(store.segments().select("split").collect()["split"].unique().to_list())
     if config.data.train_split not in splits:
         raise ValueError(f"the store has no {config.data.train_split!r} split to train on; it has {sorted(splits)}")
-    train = load_split_data(store, config, config.data.train_split)
+    train = load_split_data(store, config, config.data.train_split, extra_streams=extra_streams)
     val_split = config.data.val_split
     if val_split and val_split in splits:
-        return train, load_split_data(store, config, val_split), val_split
+        return train, load_split_data(store, config, val_split, extra_streams=extra_streams), val_split
     if len(train) < 10:
         return train, None, ""
     train, held = train.holdout(0.1, seed=config.trainer.seed, group_by="video_id" if "video_id" in train.meta.columns else None)
@@ -285,6 +313,10 @@ def evaluate_run(run: str | Path, split: str = "val", *, store_path: str | Path 
                  subsets: SubsetFiles | None = None, device: str = "auto") -> dict[str, Any]:
     """Score a trained run on one split of its store; writes metrics.json and predictions."""
     info, checkpoint = load_run(run)
+    if info["head"] == "retrieval":  # embeddings: scored by EK-100 MIR over the split
+        from egofeat.pipelines.retrieval import ProtocolInputs, evaluate_protocol
+
+        return evaluate_protocol("ek100-mir", ProtocolInputs(run=Path(run), store=store_path, split=split))
     store = FeatureStore.open(store_path or info["store"])
     config = RunConfig.from_dict(info["config"], source=str(Path(run) / RUN_FILE))
     check_provenance(checkpoint, {n: store.stream(n).info.provenance for n in config.data.streams})

@@ -1,0 +1,628 @@
+"""Distilled students on cached features: teacher runs -> cached logits -> student -> report.
+
+Multimodal distillation (``reference/heads.md`` §1) moved onto a feature store:
+
+1. **Teachers** are trained runs (``egofeat train`` run folders), typically on streams the
+   student will not have (hand crops, other encoders). :func:`cache_teacher_logits` predicts
+   each of them once on the student's train and val splits and writes the logits into the store
+   as a derived stream of kind ``logits`` (float32, one row per segment, one part per split,
+   laid out as :func:`egofeat.heads.distill.pack_teacher_logits` says). Its provenance names the
+   teachers: run folder, checkpoint file and hash, head, and the provenance of the streams each
+   was trained on. Asking for the same teachers again finds that stream by its name (which
+   hashes the provenance) and reuses it; a retrained teacher has another checkpoint hash and
+   gets a new stream.
+2. **The student** is any registered head on its own stream(s), trained by the ordinary run
+   machinery (:func:`~egofeat.pipelines.runs.train_run`) with the cached logits loaded beside
+   its features and :class:`~egofeat.heads.distill.DistillationLoss` as the loss. Its run
+   folder is an ordinary run folder (``egofeat eval`` / ``predict`` work on it and need no
+   teacher). With ``baseline`` the same head is also trained with cross-entropy only, on the
+   same rows, into ``<out>/baseline``.
+3. **The report** (``distill_report.json`` and ``.md`` in the student's run folder) compares
+   student, teacher ensemble, each teacher and the CE-only head on the val split: EPIC metrics,
+   ECE (15 bins) and reliability diagrams (``plots/reliability_*.png``).
+
+Teacher ensembles average pre-softmax logits (``weighting="mean"``), or weight teachers per
+sample by ``softmin(CE / tau_w)`` against the label (``"per-sample"``, training batches only;
+the ensemble is scored with uniform weights, since test segments have no label), or by fixed
+``softmin(mean CE / tau_w)`` weights calibrated on a held-out fraction of the train videos
+(``"dataset"``). Those weights are unbiased only where the teachers did not train on the
+held-out videos; the student still trains on all train rows, as in the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from egofeat import eval as metrics_lib
+from egofeat.heads import HeadData, load_head_data
+from egofeat.heads.checkpoint import Checkpoint
+from egofeat.heads.config import RunConfig
+from egofeat.heads.distill import (
+    WEIGHTINGS,
+    DistillationLoss,
+    dataset_weights,
+    ensemble_logits,
+    pack_teacher_logits,
+    unpack_teacher_logits,
+)
+from egofeat.heads.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
+from egofeat.pipelines.runs import (
+    LOGREG,
+    RUN_FILE,
+    SubsetFiles,
+    load_run,
+    run_outputs,
+    score,
+    train_run,
+)
+from egofeat.store import FeatureStore, PartAlreadyCommittedError, Stream
+from egofeat.store.provenance import comparable, provenance_key
+
+__all__ = [
+    "BASELINE_DIR",
+    "REPORT_JSON",
+    "REPORT_MARKDOWN",
+    "DistillSettings",
+    "TeacherLogits",
+    "cache_teacher_logits",
+    "distill_report",
+    "run_distill",
+    "teacher_provenance",
+]
+
+#: Sub-folder of the student's run folder holding the CE-only head.
+BASELINE_DIR = "baseline"
+REPORT_JSON = "distill_report.json"
+REPORT_MARKDOWN = "distill_report.md"
+#: Confidence bins of the ECE and the reliability diagrams (as the reference evaluates).
+ECE_BINS = 15
+
+
+@dataclass
+class DistillSettings:
+    """How the student learns from the teachers (defaults: the reference's pure distillation).
+
+    Per task: ``w_distill · T² · KL(teacher ‖ student) + w_gt · CE(student, label)``, averaged
+    over tasks; the teacher is the ensemble chosen by ``weighting`` (one of ``mean``,
+    ``per-sample``, ``dataset``; see the module docstring) with softmin temperature ``tau_w``.
+    ``calibration_fraction`` of the train videos calibrates the ``dataset`` weights.
+    """
+
+    weighting: str = "mean"
+    temperature: float = 1.0
+    w_distill: float = 1.0
+    w_gt: float = 0.0
+    tau_w: float = 1.0
+    calibration_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.temperature <= 0 or self.tau_w <= 0:
+            raise ValueError(
+                f"temperature and tau_w must be positive, got {self.temperature}, {self.tau_w}"
+            )
+        if self.w_distill < 0 or self.w_gt < 0 or self.w_distill + self.w_gt == 0:
+            raise ValueError(
+                f"w_distill and w_gt must be non-negative and not both 0, got "
+                f"{self.w_distill}, {self.w_gt}"
+            )
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError(
+                f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class TeacherLogits:
+    """A derived stream of cached teacher logits, and what this call did to it."""
+
+    stream: str
+    teachers: list[str]
+    num_classes: dict[str, int]
+    written: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---- 1. caching teacher logits ---------------------------------------------------------------
+
+
+def teacher_provenance(teachers: Sequence[str | Path]) -> dict[str, Any]:
+    """The provenance of the logits of ``teachers``: what the derived stream's features depend on.
+
+    Raises ValueError when teachers disagree on tasks or vocabularies (their logits could not be
+    averaged) or a run is given twice.
+    """
+    runs = [Path(run).resolve() for run in teachers]
+    if not runs:
+        raise ValueError("give at least one teacher run folder")
+    repeated = sorted({str(run) for run in runs if runs.count(run) > 1})
+    if repeated:
+        raise ValueError(f"teacher run(s) {repeated} given twice; name each teacher once")
+    checkpoints = {run: load_run(run)[1] for run in runs}
+    for run, checkpoint in checkpoints.items():
+        if checkpoint.head is None:
+            raise ValueError(f"teacher {run}: its checkpoint has no head spec to predict with")
+    first = checkpoints[runs[0]]
+    for run in runs[1:]:
+        other = checkpoints[run]
+        if other.head.num_classes != first.head.num_classes or _names_differ(
+            other.class_names, first.class_names
+        ):
+            raise ValueError(
+                f"teachers {runs[0]} and {run} predict different classes ({first.head.num_classes}"
+                f" vs {other.head.num_classes}); an ensemble needs one vocabulary per task"
+            )
+    return {
+        "derived": "teacher-logits",
+        "layout": "teacher-major rows: [teacher 0: task logits in `tasks` order | teacher 1: ...]",
+        "tasks": [[task, count] for task, count in first.head.num_classes.items()],
+        "teachers": [_teacher_entry(run, checkpoints[run]) for run in runs],
+    }
+
+
+def _teacher_entry(run: Path, checkpoint: Checkpoint) -> dict[str, Any]:
+    path = _checkpoint_file(run)
+    return {
+        "run": str(run),
+        "checkpoint": path.name,
+        "checkpoint_sha256": _sha256(path),
+        "head": checkpoint.head.to_dict(),
+        "streams": {name: comparable(p) for name, p in checkpoint.provenance.items()},
+    }
+
+
+def default_stream_name(provenance: dict[str, Any]) -> str:
+    """``teachers/<run names>-<provenance hash>``: the same teachers always map to one name."""
+    names = "+".join(_safe(Path(t["run"]).name) for t in provenance["teachers"])
+    if len(names) > 80:
+        names = f"{len(provenance['teachers'])}-runs"
+    return f"teachers/{names}-{provenance_key(provenance)[:8]}"
+
+
+def cache_teacher_logits(
+    store_path: str | Path,
+    teachers: Sequence[str | Path],
+    splits: Sequence[str],
+    *,
+    name: str | None = None,
+    device: str = "auto",
+) -> TeacherLogits:
+    """Predict each teacher on ``splits`` once, into a derived ``logits`` stream of the store.
+
+    Splits already in the stream (one part per split) are reused, not predicted again. A
+    segment of a split that some teacher has no features for becomes an error row naming that
+    teacher, so loaders report it rather than silently dropping it.
+
+    Args:
+        store_path: The store the student trains on; the teachers' streams must be in it with
+            the provenance they were trained on.
+        teachers: ``egofeat train`` run folders.
+        splits: Splits of the store to predict (the student's train and val splits).
+        name: Stream name; default :func:`default_stream_name`. An existing stream of that name
+            made from other teachers is refused (IncompatibleStreamError).
+        device: Where the teachers run.
+    """
+    provenance = teacher_provenance(teachers)
+    num_classes = {task: int(count) for task, count in provenance["tasks"]}
+    runs = [entry["run"] for entry in provenance["teachers"]]
+    store = FeatureStore.open(store_path)
+    stream = store.create_stream(
+        name or default_stream_name(provenance),
+        dim=len(runs) * sum(num_classes.values()),
+        provenance=provenance,
+        kind="logits",
+        dtype="float32",
+        frames_per_row=1,
+    )
+    written, reused = [], []
+    for split in dict.fromkeys(splits):
+        part = _safe(split)
+        if not stream.is_committed(part):
+            try:
+                _write_split(store, stream, runs, split, part, num_classes, device)
+                written.append(split)
+                continue
+            except PartAlreadyCommittedError:  # another process cached it meanwhile
+                pass
+        reused.append(split)
+    return TeacherLogits(stream.name, runs, num_classes, written, reused)
+
+
+def _write_split(
+    store: FeatureStore,
+    stream: Stream,
+    runs: Sequence[str],
+    split: str,
+    part: str,
+    num_classes: dict[str, int],
+    device: str,
+) -> None:
+    table = store.segments().filter(pl.col("split") == split).collect()
+    if table.height == 0:
+        raise KeyError(f"the store has no segments in split {split!r} to predict teachers on")
+    outputs, datasets = [], set()
+    for i, run in enumerate(runs):
+        logits, data, _ = run_outputs(run, split, store_path=store.path, device=device)
+        outputs.append(logits)
+        rows = pl.DataFrame({"segment_id": data.segment_ids, f"row{i}": np.arange(len(data))})
+        table = table.join(rows, on="segment_id", how="left", maintain_order="left")
+        if "dataset" in data.meta.columns:
+            datasets.update(data.meta["dataset"].unique().to_list())
+    if datasets and "dataset" in table.columns:  # segments of other datasets are no teacher's
+        table = table.filter(pl.col("dataset").is_in(sorted(datasets)))
+    positions = table.select([f"row{i}" for i in range(len(runs))]).to_numpy()
+    complete = ~np.isnan(positions.astype(np.float64)).any(axis=1)
+    index = positions[complete].astype(np.int64)
+    packed = pack_teacher_logits(
+        [
+            {task: logits[task][index[:, i]] for task in num_classes}
+            for i, logits in enumerate(outputs)
+        ],
+        num_classes,
+    )
+    ids = table["segment_id"].to_list()
+    videos = table["video_id"].cast(pl.Utf8).fill_null("").to_list()
+    with stream.part_writer(part) as writer:
+        ok_rows = iter(packed)
+        for row, (segment, video) in enumerate(zip(ids, videos, strict=True)):
+            if complete[row]:
+                writer.add(segment, video, next(ok_rows)[None, :])
+                continue
+            lacking = [runs[i] for i in range(len(runs)) if math.isnan(positions[row, i])]
+            writer.add_error(
+                segment,
+                video,
+                f"no logits from teacher run(s) {lacking}: their streams have no ok row for "
+                "this segment (see `egofeat info` on the store)",
+            )
+
+
+def _checkpoint_file(run: Path) -> Path:
+    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
+        if (run / name).exists():
+            return run / name
+    raise FileNotFoundError(f"run {run} has no checkpoint ({BEST_CHECKPOINT} or {LAST_CHECKPOINT})")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _names_differ(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:
+    return any(task in b and a[task] != b[task] for task in a)
+
+
+def _safe(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._+=@-]", "_", text).lstrip("._+=@-")
+    return cleaned or "run"
+
+
+# ---- 2. training the student ---------------------------------------------------------------
+
+
+def run_distill(
+    teachers: Sequence[str | Path],
+    out: str | Path,
+    config: RunConfig,
+    settings: DistillSettings | None = None,
+    *,
+    store_path: str | Path | None = None,
+    baseline: bool = True,
+    teacher_stream: str | None = None,
+    subsets: SubsetFiles | None = None,
+) -> dict[str, Any]:
+    """Distil ``teachers`` into the head of ``config`` on its streams; write run folder ``out``.
+
+    Caches the teachers' logits (or reuses them), trains the student, with ``baseline`` also the
+    CE-only head into ``out/baseline``, then writes the comparison report (when there is a val
+    split or holdout). ``store_path`` defaults to the first teacher's store. Returns a JSON-able summary.
+    """
+    started = time.perf_counter()
+    settings = settings or DistillSettings()
+    out = Path(out)
+    if config.head.name == LOGREG:
+        raise ValueError(
+            f"head {LOGREG!r} is fitted by scikit-learn, not by a loss: pick a torch head"
+        )
+    if not teachers:
+        raise ValueError("give at least one teacher run folder (--teachers RUN[,RUN])")
+    if store_path is None:
+        store_path = load_run(teachers[0])[0]["store"]
+    store = FeatureStore.open(store_path)
+    cache = cache_teacher_logits(
+        store.path,
+        teachers,
+        _splits_to_cache(store, config),
+        name=teacher_stream,
+        device=config.trainer.device,
+    )
+    missing = [task for task in config.trainer.tasks if task not in cache.num_classes]
+    if missing:
+        raise ValueError(f"the teachers predict {sorted(cache.num_classes)}, not task(s) {missing}")
+    weights, calibration = None, None
+    if settings.weighting == "dataset":
+        weights, calibration = calibrate_teacher_weights(store, config, cache, settings)
+    loss = DistillationLoss(
+        cache.stream,
+        cache.num_classes,
+        weighting=settings.weighting,
+        teacher_weights=weights,
+        tau_w=settings.tau_w,
+        temperature=settings.temperature,
+        w_distill=settings.w_distill,
+        w_gt=settings.w_gt,
+        tasks=config.trainer.tasks,
+    )
+    info = {
+        "teachers": cache.teachers,
+        "teacher_stream": cache.stream,
+        "settings": dataclasses.asdict(settings),
+        "teacher_weights": _listed(weights),
+        "calibration": calibration,
+    }
+    student = train_run(
+        store.path,
+        out,
+        config,
+        subsets=subsets,
+        loss_fn=loss,
+        extra_streams=[cache.stream],
+        run_info={"distillation": info},
+    )
+    summary: dict[str, Any] = {
+        "run": str(out),
+        "teachers": cache.teachers,
+        "teacher_stream": cache.to_dict(),
+        "settings": dataclasses.asdict(settings),
+        "student": student,
+        "baseline": None,
+    }
+    if baseline:
+        summary["baseline"] = train_run(
+            store.path,
+            out / BASELINE_DIR,
+            config,
+            subsets=subsets,
+            extra_streams=[cache.stream],
+            run_info={"baseline_of": str(out), "teacher_stream": cache.stream},
+        )
+    if "metrics" in student:
+        summary["report"] = distill_report(out, cache, weights, subsets=subsets, settings=settings)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def calibrate_teacher_weights(
+    store: FeatureStore, config: RunConfig, cache: TeacherLogits, settings: DistillSettings
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fixed teacher weights from the teachers' CE on a held-out fraction of the train videos."""
+    data = load_head_data(
+        store,
+        [cache.stream],
+        tasks=config.trainer.tasks,
+        splits=[config.data.train_split],
+        dataset=config.data.dataset,
+    )
+    group = "video_id" if "video_id" in data.meta.columns else None
+    _, held = data.holdout(settings.calibration_fraction, seed=config.trainer.seed, group_by=group)
+    teachers = _tasks_only(
+        unpack_teacher_logits(held.features[cache.stream], cache.num_classes), config.trainer.tasks
+    )
+    labels = {task: held.labels[task] for task in config.trainer.tasks}
+    weights = dataset_weights(teachers, labels, settings.tau_w)
+    videos = held.meta[group].n_unique() if group else None
+    return weights, {"rows": len(held), "videos": videos, "split": config.data.train_split}
+
+
+def _splits_to_cache(store: FeatureStore, config: RunConfig) -> list[str]:
+    splits = set(store.segments().select("split").collect()["split"].unique().to_list())
+    if config.data.train_split not in splits:
+        raise ValueError(
+            f"the store has no {config.data.train_split!r} split to train on; it has {sorted(splits)}"
+        )
+    wanted = [config.data.train_split]
+    if config.data.val_split and config.data.val_split in splits:
+        wanted.append(config.data.val_split)
+    return wanted
+
+
+def _tasks_only(teachers: list[dict[str, torch.Tensor]], tasks: Sequence[str]) -> list[dict]:
+    return [{task: logits[task] for task in tasks} for logits in teachers]
+
+
+def _listed(weights: dict[str, torch.Tensor] | None) -> dict[str, list[float]] | None:
+    return None if weights is None else {k: v.tolist() for k, v in weights.items()}
+
+
+# ---- 3. the report -------------------------------------------------------------------------
+
+
+def distill_report(
+    out: str | Path,
+    cache: TeacherLogits,
+    weights: dict[str, torch.Tensor] | None = None,
+    *,
+    subsets: SubsetFiles | None = None,
+    settings: DistillSettings | None = None,
+) -> dict[str, Any]:
+    """Compare student, teacher ensemble, each teacher and the CE-only head on the val split.
+
+    Reads the predictions the runs wrote (``predictions-<val split>.parquet``) and the cached
+    teacher logits of the same segments; writes ``distill_report.json`` (metrics ×100, ECE as a
+    fraction), ``distill_report.md`` (one table) and reliability diagrams into ``out``.
+    ``weights`` are the ensemble's fixed teacher weights (``None``: uniform).
+    """
+    out = Path(out)
+    run = json.loads((out / RUN_FILE).read_text())
+    split = run["val_split"]
+    student = pl.read_parquet(out / f"predictions-{split}.parquet")
+    tasks = list(run["tasks"])
+    ids = student["segment_id"].to_list()
+    models: dict[str, dict[str, np.ndarray]] = {"student (distilled)": _logits(student, tasks)}
+    baseline_file = out / BASELINE_DIR / f"predictions-{split}.parquet"
+    if baseline_file.exists():
+        frame = pl.read_parquet(baseline_file)
+        if frame["segment_id"].to_list() != ids:
+            raise ValueError(f"{baseline_file} holds other segments than the student's {split!r}")
+        models["CE-only"] = _logits(frame, tasks)
+    store = FeatureStore.open(run["store"])
+    packed = torch.from_numpy(np.ascontiguousarray(store.stream(cache.stream).read(ids)))
+    teachers = _tasks_only(unpack_teacher_logits(packed, cache.num_classes), tasks)
+    ensemble = ensemble_logits(teachers, weights)
+    models["teacher ensemble"] = {task: ensemble[task].numpy() for task in tasks}
+    for i, (path, logits) in enumerate(zip(cache.teachers, teachers, strict=True)):
+        models[f"teacher {i + 1}: {Path(path).name}"] = {t: logits[t].numpy() for t in tasks}
+
+    data = _scoring_data(store, student, tasks, cache.num_classes)
+    scored = subsets.load() if subsets else SubsetFiles().load()
+    plotted = ("student (distilled)", "CE-only", "teacher ensemble")
+    entries = [
+        _model_entry(label, outputs, data, scored, out if label in plotted else None)
+        for label, outputs in models.items()
+    ]
+    report = {
+        "split": split,
+        "rows": len(ids),
+        "tasks": tasks,
+        "teachers": cache.teachers,
+        "teacher_stream": cache.stream,
+        "settings": dataclasses.asdict(settings) if settings else None,
+        "ensemble_weights": _listed(weights) or "uniform",
+        "ece_bins": ECE_BINS,
+        "models": entries,
+    }
+    (out / REPORT_JSON).write_text(json.dumps(_finite(report), indent=1))
+    (out / REPORT_MARKDOWN).write_text(report_markdown(report))
+    return {
+        "json": str(out / REPORT_JSON),
+        "markdown": str(out / REPORT_MARKDOWN),
+        "models": entries,
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown table: top-1/top-5 per task (and action) and ECE per task."""
+    tasks = report["tasks"]
+    scored = [*tasks, "action"] if {"verb", "noun"} <= set(tasks) else tasks
+    header = [
+        "model",
+        *(f"{t} top-1" for t in scored),
+        *(f"{t} top-5" for t in scored),
+        *(f"ECE {t} (%)" for t in tasks),
+    ]
+    lines = [
+        f"# Distillation report: {report['split']} split, {report['rows']} segments",
+        "",
+        f"Teachers: {', '.join(report['teachers'])} (cached in stream `{report['teacher_stream']}`)",
+        f"Ensemble weights at evaluation: {json.dumps(report['ensemble_weights'])}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for entry in report["models"]:
+        metrics, ece = entry["metrics"], entry["ece"]
+        cells = [entry["model"]]
+        cells += [_cell(metrics.get(f"all_{t}_accuracy_at_1")) for t in scored]
+        cells += [_cell(metrics.get(f"all_{t}_accuracy_at_5")) for t in scored]
+        cells += [_cell(None if ece.get(t) is None else 100 * ece[t]) for t in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Accuracies ×100; ECE over {report['ece_bins']} confidence bins."]
+    return "\n".join(lines) + "\n"
+
+
+def _model_entry(
+    label: str,
+    outputs: dict[str, np.ndarray],
+    data: HeadData,
+    subsets: dict[str, Any],
+    plot_dir: Path | None,
+) -> dict[str, Any]:
+    from egofeat.eval.plots import plot_reliability_diagram
+
+    entry: dict[str, Any] = {
+        "model": label,
+        "metrics": score(outputs, data, subsets),
+        "ece": {},
+        "reliability": {},
+    }
+    for task, logits in outputs.items():
+        labels = data.labels[task].numpy()
+        keep = labels >= 0
+        if not keep.any():
+            continue
+        probs = torch.softmax(torch.from_numpy(logits[keep]).double(), dim=1).numpy()
+        bins = metrics_lib.reliability_bins(probs, labels[keep], n_bins=ECE_BINS)
+        entry["ece"][task] = bins.expected_calibration_error
+        if plot_dir is not None:
+            path = plot_dir / "plots" / f"reliability_{_safe(label.split(' (')[0])}_{task}.png"
+            title = f"{label}, {task}: ECE {100 * bins.expected_calibration_error:.2f}%"
+            plot_reliability_diagram(bins, path, title=title)
+            entry["reliability"][task] = str(path)
+    return entry
+
+
+def _scoring_data(
+    store: FeatureStore, predictions: pl.DataFrame, tasks: Sequence[str], num_classes: dict
+) -> HeadData:
+    """Labels and participants of the predicted segments, as ``score`` takes them."""
+    segments = store.segments().collect()
+    segments = segments.select(
+        [c for c in ("segment_id", "participant_id") if c in segments.columns]
+    )
+    meta = predictions.select("segment_id").join(
+        segments, on="segment_id", how="left", maintain_order="left"
+    )
+    labels = {
+        task: torch.from_numpy(predictions[f"{task}_label"].cast(pl.Int64).to_numpy().copy())
+        for task in tasks
+    }
+    return HeadData(
+        features={"labels-only": torch.zeros(predictions.height, 1, 1)},
+        labels=labels,
+        segment_ids=predictions["segment_id"].to_numpy(),
+        meta=meta,
+        num_classes={task: num_classes[task] for task in tasks},
+    )
+
+
+def _logits(frame: pl.DataFrame, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+    return {task: frame[f"{task}_logits"].to_numpy().astype(np.float32) for task in tasks}
+
+
+def _cell(value: float | None) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.2f}"
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

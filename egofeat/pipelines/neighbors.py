@@ -1,0 +1,119 @@
+"""In-context examples from a store: EILEV-style selection over one stream's features.
+
+:func:`in_context_examples` indexes a stream (each segment's frames averaged), labelled with the
+segment table's ``verb`` and ``noun`` names and the manifest's video ids and frame times, and
+picks each query's examples with :func:`~egofeat.heads.neighbors.select_in_context_examples`:
+verb and noun bucket quotas, no exact (verb, noun) duplicate of the query, most similar first
+within a bucket. The search is exact (NumPy, or faiss when installed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from egofeat.heads.neighbors import NeighborIndex, select_in_context_examples
+from egofeat.pipelines.retrieval import pooled_features
+from egofeat.store import STATUS_OK, FeatureStore
+
+
+@dataclass(frozen=True)
+class NeighborOptions:
+    """How examples are selected (see :func:`~egofeat.heads.neighbors.select_in_context_examples`).
+
+    ``splits`` restricts the pool examples are drawn from; a query may come from any split.
+    """
+
+    k: int = 16
+    verb_ratio: float = 0.5
+    splits: Sequence[str] | None = None
+    order: Literal["shuffle", "similarity"] = "shuffle"
+    seed: int | None = 0
+    backend: Literal["auto", "numpy", "faiss"] = "auto"
+
+
+def stream_index(
+    store: FeatureStore,
+    stream: str,
+    segment_ids: Sequence[str] | None = None,
+    *,
+    backend: Literal["auto", "numpy", "faiss"] = "auto",
+) -> NeighborIndex:
+    """A :class:`NeighborIndex` over a stream's ``ok`` rows (all, or ``segment_ids``, in order)."""
+    handle = store.stream(stream)
+    rows = (
+        handle.manifest()
+        .filter(pl.col("status") == STATUS_OK)
+        .select("segment_id", "video_id", "frame_times")
+        .unique("segment_id", keep="first", maintain_order=True)
+        .collect()
+    )
+    if segment_ids is not None:
+        wanted = pl.DataFrame({"segment_id": list(segment_ids)}, schema={"segment_id": pl.Utf8})
+        rows = wanted.join(rows, on="segment_id", how="left", maintain_order="left")
+    if rows.height == 0:
+        raise ValueError(f"stream {stream!r} has no ok rows to search among")
+    table = store.segments().collect()
+    labels = [c for c in ("verb", "noun") if c in table.columns]
+    rows = rows.join(table.select("segment_id", *labels), on="segment_id", how="left", maintain_order="left")
+    ids = rows["segment_id"].to_list()
+    blank = [""] * rows.height
+    return NeighborIndex(
+        pooled_features(handle, ids),
+        segment_ids=ids,
+        verbs=rows["verb"].to_list() if "verb" in labels else blank,
+        nouns=rows["noun"].to_list() if "noun" in labels else blank,
+        video_ids=rows["video_id"].fill_null("").to_list(),
+        frame_times=[times or () for times in rows["frame_times"].to_list()],
+        backend=backend,
+    )
+
+
+def in_context_examples(
+    store_path: str | Path,
+    stream: str,
+    queries: Sequence[str],
+    options: NeighborOptions = NeighborOptions(),
+) -> dict[str, Any]:
+    """EILEV-style in-context examples of each query segment, from a store stream.
+
+    Returns a summary: the pool size, the backend, and per query its ``examples`` (segment id,
+    video id, frame times, verb, noun, similarity to the query, bucket), in the chosen order and
+    followed by the query itself (bucket ``"query"``), as EILEV places the query last.
+    """
+    if not queries:
+        raise ValueError("give at least one --query SEGMENT_ID")
+    started = time.perf_counter()
+    store = FeatureStore.open(store_path)
+    pool_ids = None
+    if options.splits:
+        table = store.segments().select("segment_id", "split").collect()
+        pool_ids = table.filter(pl.col("split").is_in(list(options.splits)))["segment_id"].to_list()
+        ok = store.stream(stream).manifest().filter(pl.col("status") == STATUS_OK)
+        ok_ids = set(ok.select("segment_id").collect()["segment_id"].to_list())
+        pool_ids = [segment for segment in pool_ids if segment in ok_ids]
+        if not pool_ids:
+            raise ValueError(f"no segment of split(s) {list(options.splits)} is in stream {stream!r}")
+    index = stream_index(store, stream, pool_ids, backend=options.backend)
+    outside = [query for query in dict.fromkeys(queries) if query not in index]
+    query_index = stream_index(store, stream, outside, backend="numpy") if outside else None
+    loaded = time.perf_counter()
+    results = []
+    for query in queries:
+        examples = select_in_context_examples(
+            index, query, options.k, options.verb_ratio, order=options.order, seed=options.seed,
+            queries=query_index if query in outside else None,
+        )  # fmt: skip
+        results.append({"query": query, "examples": [dataclasses.asdict(e) for e in examples]})
+    return {
+        "store": str(store.path), "stream": stream, "pool": len(index), "backend": index.backend,
+        "k": options.k, "verb_ratio": options.verb_ratio, "order": options.order,
+        "seconds_loading": round(loaded - started, 3),
+        "seconds_selecting": round(time.perf_counter() - loaded, 4), "results": results,
+    }  # fmt: skip

@@ -1,0 +1,379 @@
+"""Distilled students end to end: teacher runs -> cached teacher logits -> student -> report.
+
+The synthetic store: an 8-d latent ``z`` per segment; verb and noun labels *sampled* from
+``softmax(W z)``, so they are noisy. The ``toy/hand`` stream shows all of ``z``; the ``toy/full``
+stream shows ``z[:6]`` under noise, among 40 distractor dimensions (rotated together), so it
+lacks part of what the hand stream holds. Teachers (one on full + hand, one on hand) and
+students train on the same 150 labelled segments. On their low-dimensional clean view the
+teachers cannot memorize the sampled labels; their probabilities approach the expected label
+given ``z``, a lower-variance target than the labels (generalized distillation with privileged
+information), so the distilled full-frame student beats the same head trained on the labels.
+Over seeds 0-7 of this store the gain was +1.4 to +4.2 mean verb/noun top-1 and +1.7 to +3.8
+action top-1 (seed 0, tested: +2.6 and +2.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from egofeat.cli import app
+from egofeat.heads import load_checkpoint, load_head_data
+from egofeat.heads.distill import (
+    DistillationLoss,
+    distillation_loss,
+    ensemble_logits,
+    pack_teacher_logits,
+    per_sample_weights,
+    unpack_teacher_logits,
+)
+from egofeat.pipelines.distill import (
+    DistillSettings,
+    cache_teacher_logits,
+    run_distill,
+)
+from egofeat.pipelines.runs import resolve_config, run_outputs, train_run
+from egofeat.store import FeatureStore, IncompatibleStreamError
+
+runner = CliRunner()
+VERBS, NOUNS, LATENT, SHOWN, DISTRACTORS, FRAMES = 6, 5, 8, 6, 40, 2
+SIZES = {"train": 150, "val": 600}
+TRAIN_OPTIONS = [
+    "trainer.lr=0.01",
+    "trainer.batch_size=32",
+    "trainer.patience=null",
+    "trainer.precision=fp32",
+]
+#: segments whose hand stream is an error row: no teacher that reads it has logits for them
+HANDLESS = ("s00007", "s00300")
+
+
+def build_store(path: Path, seed: int = 0) -> FeatureStore:
+    rng = np.random.default_rng(seed)
+    rows = sum(SIZES.values())
+    latent = rng.normal(size=(rows, LATENT))
+
+    def sampled_labels(classes: int) -> np.ndarray:
+        logits = latent @ rng.normal(size=(LATENT, classes)) * 4.0 / LATENT**0.5
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        return (probs.cumsum(1) > rng.random((rows, 1))).argmax(1)
+
+    verbs, nouns = sampled_labels(VERBS), sampled_labels(NOUNS)
+    full = np.concatenate(
+        [
+            latent[:, :SHOWN] + 0.5 * rng.normal(size=(rows, SHOWN)),
+            rng.normal(size=(rows, DISTRACTORS)),
+        ],
+        axis=1,
+    )
+    full = full @ np.linalg.qr(rng.normal(size=(full.shape[1], full.shape[1])))[0]
+    ids = [f"s{i:05d}" for i in range(rows)]
+    videos = [f"v{i // 10:03d}" for i in range(rows)]
+    store = FeatureStore.create(path)
+    store.add_segments(
+        pl.DataFrame(
+            {
+                "dataset": "toy",
+                "split": [s for s, n in SIZES.items() for _ in range(n)],
+                "segment_id": ids,
+                "video_id": videos,
+                "participant_id": "P01",
+                "verb": [f"v{v}" for v in verbs],
+                "verb_class": verbs,
+                "noun": [f"n{n}" for n in nouns],
+                "noun_class": nouns,
+            }
+        )
+    )
+    for name, view in (("toy/full", full), ("toy/hand", latent)):
+        stream = store.create_stream(
+            name, dim=view.shape[1], provenance={"encoder": name}, frames_per_row=FRAMES
+        )
+        with stream.part_writer("all") as part:
+            for i, segment in enumerate(ids):
+                if name == "toy/hand" and segment in HANDLESS:
+                    part.add_error(segment, videos[i], "no hand box")
+                    continue
+                part.add(
+                    segment, videos[i], view[i] + 0.1 * rng.normal(size=(FRAMES, view.shape[1]))
+                )
+    return store
+
+
+def config(streams: list[str], *overrides: str, epochs: int = 30, head: str = "linear"):
+    return resolve_config(
+        None,
+        [*TRAIN_OPTIONS, *overrides],
+        streams=streams,
+        head=head,
+        tasks=["verb", "noun"],
+        epochs=epochs,
+        device="cpu",
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A store and two teacher runs: one on full + hand, one on hand."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("distill")
+    build_store(root / "store")
+    runs = []
+    for name, streams in (("both", ["toy/full", "toy/hand"]), ("hand", ["toy/hand"])):
+        train_run(root / "store", root / name, config(streams))
+        runs.append(root / name)
+    return root, runs
+
+
+def commits(store: FeatureStore, stream: str) -> dict:
+    return {
+        part: record["attempt"] for part, record in store.stream(stream).committed_parts().items()
+    }
+
+
+def test_teacher_logits_are_cached_once_as_a_stream_naming_the_teachers(teachers):
+    root, runs = teachers
+    cached = cache_teacher_logits(root / "store", runs, ["train", "val"], device="cpu")
+    assert cached.written == ["train", "val"] and cached.reused == []
+    assert cached.num_classes == {"verb": VERBS, "noun": NOUNS}
+    store = FeatureStore.open(root / "store")
+    info = store.stream(cached.stream).info
+    assert (info.kind, info.dtype, info.frames_per_row) == ("logits", "float32", 1)
+    assert info.dim == 2 * (VERBS + NOUNS)
+    for run, entry in zip(runs, info.provenance["teachers"], strict=True):
+        assert entry["run"] == str(run.resolve())
+        assert (
+            entry["checkpoint_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+        )
+        for stream, provenance in entry["streams"].items():
+            assert provenance["encoder"] == store.stream(stream).info.provenance["encoder"]
+    assert sorted(info.provenance["teachers"][1]["streams"]) == ["toy/hand"]
+
+    # rows hold each teacher's own predictions, teacher-major
+    outputs, data, _ = run_outputs(runs[1], "val", store_path=root / "store", device="cpu")
+    rows = store.stream(cached.stream).read(list(data.segment_ids[:50]))
+    second = unpack_teacher_logits(torch.from_numpy(rows), cached.num_classes)[1]
+    np.testing.assert_allclose(second["noun"].numpy(), outputs["noun"][:50], rtol=1e-5, atol=1e-5)
+
+    manifest = store.stream(cached.stream).manifest().collect()
+    errors = manifest.filter(pl.col("status") == "error")
+    assert sorted(errors["segment_id"]) == sorted(HANDLESS)
+    assert all(str(runs[0].resolve()) in message for message in errors["error"])
+
+    before = commits(store, cached.stream)
+    again = cache_teacher_logits(root / "store", runs, ["val", "train"], device="cpu")
+    assert again.stream == cached.stream
+    assert again.written == [] and sorted(again.reused) == ["train", "val"]
+    assert commits(store, cached.stream) == before
+    other = cache_teacher_logits(root / "store", runs[:1], ["val"], device="cpu")
+    assert other.stream != cached.stream and other.written == ["val"]
+    with pytest.raises(IncompatibleStreamError, match="teachers"):
+        cache_teacher_logits(root / "store", runs[:1], ["val"], name=cached.stream)
+    with pytest.raises(ValueError, match="given twice"):
+        cache_teacher_logits(root / "store", [runs[0], runs[0]], ["val"])
+
+
+def test_distilled_student_beats_the_ce_only_student_and_reports(teachers):
+    root, runs = teachers
+    student = root / "student"
+    args = [
+        "distill",
+        "--teachers",
+        ",".join(map(str, runs)),
+        "--stream",
+        "toy/full",
+        "--head",
+        "linear",
+        "--out",
+        str(student),
+        "--epochs",
+        "30",
+        "--device",
+        "cpu",
+        "--json",
+        *(item for option in TRAIN_OPTIONS for item in ("--set", option)),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+
+    distilled, plain = summary["student"]["metrics"], summary["baseline"]["metrics"]
+    gain = {
+        task: distilled[f"all_{task}_accuracy_at_1"] - plain[f"all_{task}_accuracy_at_1"]
+        for task in ("verb", "noun", "action")
+    }
+    assert (gain["verb"] + gain["noun"]) / 2 > 1.0 and gain["action"] > 1.0, gain
+
+    report = json.loads((student / "distill_report.json").read_text())
+    names = [entry["model"] for entry in report["models"]]
+    assert names == [
+        "student (distilled)",
+        "CE-only",
+        "teacher ensemble",
+        "teacher 1: both",
+        "teacher 2: hand",
+    ]
+    assert report["rows"] == SIZES["val"] - 1  # the val segment without hand features
+    by_name = {entry["model"]: entry for entry in report["models"]}
+    assert by_name["student (distilled)"]["metrics"] == pytest.approx(distilled)
+    assert (
+        by_name["teacher ensemble"]["metrics"]["all_verb_accuracy_at_1"]
+        > distilled["all_verb_accuracy_at_1"]
+    )
+    for entry in report["models"][:3]:
+        assert 0 <= entry["ece"]["verb"] <= 1 and 0 <= entry["ece"]["noun"] <= 1
+        for png in entry["reliability"].values():
+            assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (student / "distill_report.md").read_text()
+    assert "| student (distilled) |" in markdown and "ECE verb (%)" in markdown
+
+    # the student is an ordinary run: it trained on toy/full only and evaluates without teachers
+    run = json.loads((student / "run.json").read_text())
+    assert run["streams"] == ["toy/full"]
+    assert run["distillation"]["teacher_stream"] == summary["teacher_stream"]["stream"]
+    assert set(load_checkpoint(student / "best.pt").provenance) == {"toy/full"}
+    evaluated = runner.invoke(app, ["eval", str(student), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["rows"] == SIZES["val"]  # all val segments have toy/full
+
+
+@pytest.mark.parametrize("weighting", ["per-sample", "dataset"])
+def test_weighted_ensembles_train_and_report_their_weights(teachers, weighting):
+    root, runs = teachers
+    out = root / f"student-{weighting}"
+    summary = run_distill(
+        runs,
+        out,
+        config(["toy/full"], epochs=3),
+        DistillSettings(weighting=weighting, temperature=2.0, w_gt=0.5),
+        baseline=False,
+    )
+    assert summary["baseline"] is None and not (out / "baseline").exists()
+    report = json.loads((out / "distill_report.json").read_text())
+    assert [entry["model"] for entry in report["models"]][:2] == [
+        "student (distilled)",
+        "teacher ensemble",
+    ]
+    info = json.loads((out / "run.json").read_text())["distillation"]
+    assert info["settings"]["weighting"] == weighting
+    if weighting == "per-sample":
+        assert report["ensemble_weights"] == "uniform"  # no labels at test time
+        return
+    assert report["ensemble_weights"] == info["teacher_weights"]
+    for weights in report["ensemble_weights"].values():
+        assert len(weights) == 2 and sum(weights) == pytest.approx(1.0)
+        assert weights[0] != pytest.approx(0.5)
+    assert info["calibration"]["videos"] == round(0.1 * SIZES["train"] / 10)
+
+
+def test_distill_refuses_bad_requests(teachers, tmp_path):
+    root, runs = teachers
+    with pytest.raises(ValueError, match="scikit-learn"):
+        run_distill(runs, tmp_path / "x", config(["toy/full"], head="logreg"))
+    with pytest.raises(ValueError, match="not task"):
+        run_distill(
+            runs,
+            tmp_path / "y",
+            resolve_config(
+                None,
+                TRAIN_OPTIONS,
+                streams=["toy/full"],
+                head="linear",
+                tasks=["verb", "x"],
+                epochs=1,
+                device="cpu",
+                progress=False,
+            ),
+        )
+    with pytest.raises(ValueError, match="weighting"):
+        DistillSettings(weighting="median")
+    with pytest.raises(ValueError, match="not both 0"):
+        DistillSettings(w_distill=0.0, w_gt=0.0)
+
+
+# ---- the loss the pipeline plugs into the trainer -------------------------------------------
+
+
+def random_teachers(rows: int = 4, count: int = 3, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "verb": torch.randn(rows, 3, generator=generator),
+            "noun": torch.randn(rows, 4, generator=generator),
+        }
+        for _ in range(count)
+    ]
+
+
+def test_teacher_logits_pack_teacher_major_and_unpack_back():
+    teachers = random_teachers()
+    packed = pack_teacher_logits(teachers, {"verb": 3, "noun": 4})
+    assert packed.shape == (4, 3 * 7) and packed.dtype == np.float32
+    np.testing.assert_array_equal(packed[:, 7:10], teachers[1]["verb"].numpy())
+    back = unpack_teacher_logits(torch.from_numpy(packed)[:, None, :], {"verb": 3, "noun": 4})
+    for original, restored in zip(teachers, back, strict=True):
+        for task in original:
+            assert torch.equal(original[task], restored[task])
+    with pytest.raises(ValueError, match="not rows of N teachers"):
+        unpack_teacher_logits(torch.zeros(4, 8), {"verb": 3, "noun": 4})
+    with pytest.raises(ValueError, match=r"expected \(rows, 4\)"):
+        pack_teacher_logits(
+            [{"verb": np.zeros((2, 3)), "noun": np.zeros((2, 5))}], {"verb": 3, "noun": 4}
+        )
+
+
+def test_distillation_loss_reads_the_teachers_from_the_batch():
+    teachers = random_teachers()
+    classes = {"verb": 3, "noun": 4}
+    labels = {"verb": torch.tensor([0, 1, 2, -1]), "noun": torch.tensor([3, 2, 1, 0])}
+    batch = {
+        "features": {
+            "teachers/t": torch.from_numpy(pack_teacher_logits(teachers, classes))[:, None, :]
+        },
+        "labels": labels,
+    }
+    student = {"verb": torch.randn(4, 3), "noun": torch.randn(4, 4)}
+
+    mean = DistillationLoss("teachers/t", classes, temperature=2.0)
+    expected = distillation_loss(student, ensemble_logits(teachers), temperature=2.0)
+    assert mean(student, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+    per_sample = DistillationLoss(
+        "teachers/t", classes, weighting="per-sample", tau_w=0.5, w_gt=0.3
+    )
+    target = ensemble_logits(teachers, per_sample_weights(teachers, labels, 0.5))
+    expected = distillation_loss(student, target, labels, w_gt=0.3)
+    assert per_sample(student, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+    fixed = {"verb": torch.tensor([1.0, 0.0, 0.0])}  # a verb-only student needs verb weights only
+    verb_only = DistillationLoss(
+        "teachers/t", classes, weighting="dataset", teacher_weights=fixed, tasks=("verb",)
+    )
+    expected = distillation_loss(student, teachers[0], tasks=("verb",))
+    assert verb_only(student, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+    with pytest.raises(KeyError, match="no teacher-logit stream 'teachers/other'"):
+        DistillationLoss("teachers/other", classes)(student, batch)
+    with pytest.raises(ValueError, match="teacher_weights go with weighting='dataset'"):
+        DistillationLoss("teachers/t", classes, weighting="dataset")
+    with pytest.raises(KeyError, match="not task"):
+        DistillationLoss("teachers/t", {"verb": 3}, tasks=("verb", "noun"))
+
+
+def test_load_head_data_reports_segments_without_teacher_logits(teachers):
+    root, runs = teachers
+    cached = cache_teacher_logits(root / "store", runs, ["val"], device="cpu")
+    data = load_head_data(
+        FeatureStore.open(root / "store"), ["toy/full", cached.stream], splits=["val"]
+    )
+    assert len(data) == SIZES["val"] - 1
+    assert any(cached.stream in reason for reason in data.load_report.dropped)
