@@ -417,7 +417,7 @@ def run_xmic(
     task: Annotated[list[str] | None, typer.Option(help="Task(s): noun,verb.")] = None,
     splits_dir: Annotated[Path | None, typer.Option(help="X-MIC's split lists (Ego4D vocabulary, exact/semantic shared classes).")] = None,
     epic_classes: Annotated[Path | None, typer.Option(help="Folder of EPIC_100_{verb,noun}_classes.csv.")] = None,
-    extract_jobs: Annotated[Path | None, typer.Option("--extract", help="TOML of [[extract]] jobs run first (egofeat extract options).")] = None,
+    extract_jobs: Annotated[Path | None, typer.Option("--extract", help="TOML of \\[\\[extract]] jobs run first (egofeat extract options).")] = None,
     select: Annotated[str, typer.Option(help="source-holdout | target-val (optimistic: selects on the reported split).")] = "source-holdout",
     epochs: Annotated[int, typer.Option()] = 15,
     bins: Annotated[int, typer.Option(help="Temporal bins (extraction --frames).")] = 16,

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from egofeat.cli import app
 from egofeat.extract.encoders import class_prompt_embeddings, create_encoder
+from egofeat.extract.synthetic import write_synthetic_dataset
 from egofeat.heads import create_head
 from egofeat.heads.xmic import XMICConfig, XMICHead, dense_bin_indices
 from egofeat.pipelines.xmic import (
@@ -31,7 +32,7 @@ from egofeat.pipelines.xmic import (
     write_synthetic_domains,
     write_text_streams,
 )
-from egofeat.sources import Vocabulary, ego4d_vocabulary
+from egofeat.sources import Vocabulary, ego4d_vocabulary, load_epic100
 from egofeat.store import FeatureStore, LoadedStream
 
 runner = CliRunner()
@@ -311,3 +312,35 @@ def test_cli_train_head_xmic_without_text_streams_says_how_to_write_them(tmp_pat
                                  "xmic", "--task", "noun", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "egofeat run xmic --text-only" in result.output
+
+
+def test_run_chains_extraction_jobs_from_videos(tmp_path):
+    """`egofeat run xmic --extract jobs.toml`: synthetic EPIC videos as the source, the same videos
+    relabelled as a second dataset (one noun renamed: a novel class) as the target."""
+    dataset = write_synthetic_dataset(tmp_path / "data", n_videos=3, segments_per_video=4)
+    annotations = dataset.annotations_dir
+    files = [annotations / "EPIC_100_train.csv", annotations / "EPIC_100_validation.csv"]
+    columns = ["segment_id", "video_id", "participant_id", "start_sec", "end_sec", "verb",
+               "verb_class", "noun", "noun_class"]
+    target = pl.concat([load_epic100(f) for f in files]).select(columns).with_columns(
+        ("b-" + pl.col("segment_id")).alias("segment_id"), pl.col("noun").replace({"cup": "mug"}))
+    target.write_csv(tmp_path / "kitchen-b.csv")
+    common = f'videos = "{dataset.root}"\nboxes = "{dataset.root}"\n'
+    (tmp_path / "jobs.toml").write_text(
+        f'[[extract]]\ndataset = "epic100"\nannotations = {json.dumps([str(f) for f in files])}\n'
+        + common + f'[[extract]]\ndataset = "generic"\nsplit = "val"\nannotations = '
+        f'["{tmp_path / "kitchen-b.csv"}"]\nmapping = {{ '
+        + ", ".join(f'{c} = "{c}"' for c in columns) + " }\n" + common)
+    store = tmp_path / "store"
+    result = runner.invoke(app, [
+        "run", "xmic", "--store", str(store), "--out", str(tmp_path / "run"), "--extract",
+        str(tmp_path / "jobs.toml"), "--source", "epic100", "--target", "kitchen-b", "--encoder",
+        "tiny", "--epic-classes", str(annotations), "--bins", "4", "--per-bin", "2", "--epochs",
+        "1", "--task", "noun", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["layout"] == {"bins": 4, "frames_per_bin": 2}
+    assert FeatureStore.open(store).stream("tiny/hand").info.frames_per_row == 8
+    assert report["rows"]["target_eval"] == 12
+    assert report["tasks"]["noun"]["splits"] == {"exact": {"shared": 5, "novel": 1}}
+    assert report["text_streams"]["kitchen-b/noun-xmic"] == "tiny/text/kitchen-b/noun-xmic"

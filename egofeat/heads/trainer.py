@@ -55,6 +55,7 @@ __all__ = [
     "WarmupCosineSchedule",
     "autocast",
     "evaluate",
+    "metrics_table",
     "predict",
     "resolve_device",
     "resolve_precision",

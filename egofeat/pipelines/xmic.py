@@ -69,15 +69,21 @@ from egofeat.store import FeatureStore, LoadedStream, PartAlreadyCommittedError
 __all__ = [
     "XMIC_TEMPLATE",
     "ZERO_SHOT_TEMPLATES",
+    "XMIC_TRAINER",
     "XMICRunOptions",
+    "class_splits",
     "class_texts",
     "create_xmic_head",
     "dataset_vocabulary",
+    "dense_to_bins",
     "load_class_text",
     "load_domain",
+    "load_extract_jobs",
     "match_classes",
     "recipe_overrides",
+    "report_markdown",
     "run_xmic",
+    "stream_layout",
     "text_stream_name",
     "write_synthetic_domains",
     "write_text_streams",
@@ -157,15 +163,15 @@ def dataset_vocabulary(
         return sources.ego4d_vocabulary(splits_dir, task).names
     table = _segments(store, dataset)
     pairs = table.select(f"{task}_class", task).drop_nulls().group_by(f"{task}_class", task).len()
-    named = {cls: name for cls, name, _ in pairs.sort("len").iter_rows()}  # most frequent wins
-    count = max(named, default=-1) + 1
-    missing = [i for i in range(count) if i not in named]
+    # the most frequent name of each class id wins (later rows overwrite earlier ones)
+    named = {cls: name for cls, name, _ in pairs.sort("len", task).iter_rows()}
+    missing = [i for i in range(max(named, default=-1) + 1) if i not in named]
     if not named or missing:
         raise ValueError(
-            f"the segment table of {dataset!r} names no {task} class {missing[:5] if named else ''}: "
-            f"every class id needs a segment whose {task!r} column names it"
+            f"the {dataset!r} segments name no {task} class for ids {missing[:5] or 'any'}: the "
+            f"class names of a dataset without a vocabulary file come from its {task!r} column"
         )
-    return tuple(named[i] for i in range(count))
+    return tuple(named[i] for i in range(len(named)))
 
 
 def text_stream_name(
@@ -261,11 +267,9 @@ def load_class_text(store: FeatureStore, name: str) -> tuple[Tensor, list[str]]:
             f"text stream {name!r} does not hold classes 0..{len(ids) - 1} exactly once"
         )
     order = np.argsort(ids)
-    texts = (
-        dict(stream.manifest().select("segment_id", "text").collect().iter_rows())
-        if "text" in stream.manifest().collect_schema().names()
-        else {}
-    )
+    manifest = stream.manifest().collect()
+    has_text = "text" in manifest.columns
+    texts = dict(zip(manifest["segment_id"], manifest["text"], strict=True)) if has_text else {}
     features = torch.from_numpy(np.ascontiguousarray(loaded.features[order, 0], dtype=np.float32))
     return features, [str(texts.get(loaded.segment_ids[i], "")) for i in order]
 
@@ -758,7 +762,8 @@ class _Run:
         if options.selection == "target-val":
             model.set_evaluation_vocabulary(task, target_text)
             val = target
-        trainer = self._trainer("xmic", task, lr=options.lr, warmup=options.warmup_epochs)
+        streams = list(dict.fromkeys([self.classified, *self.context]))
+        trainer = self._trainer("xmic", task, streams, lr=options.lr, warmup=options.warmup_epochs)
         fit = trainer.fit(model, train, val)
         model.set_evaluation_vocabulary(task, target_text)
         cross = predict(model, target, device=options.device)[task]
@@ -796,9 +801,9 @@ class _Run:
             num_frames=train.num_frames,
             num_classes={task: train.num_classes[task]},
         )
-        self._trainer("linear", task, lr=options.lr, warmup=options.warmup_epochs).fit(
-            model, replace(train, features=only), _only(held, self.classified)
-        )
+        self._trainer(
+            "linear", task, [self.classified], lr=options.lr, warmup=options.warmup_epochs
+        ).fit(model, replace(train, features=only), _only(held, self.classified))
         source_logits = predict(model, _only(target, self.classified), device=options.device)[task]
         matched = match_classes(
             class_texts(options.source, names[options.source]),
@@ -813,7 +818,9 @@ class _Run:
         )
         return {"cross": cross, "within": within}
 
-    def _trainer(self, method: str, task: str, *, lr: float, warmup: float) -> Trainer:
+    def _trainer(
+        self, method: str, task: str, streams: Sequence[str], *, lr: float, warmup: float
+    ) -> Trainer:
         options = self.options
         settings = {
             **XMIC_TRAINER,
@@ -830,7 +837,7 @@ class _Run:
         config = RunConfig(
             head=HeadConfig(method),
             trainer=TrainConfig(**settings),
-            data=DataConfig(streams=[self.classified, *self.context], dataset=options.source),
+            data=DataConfig(streams=list(streams), dataset=options.source),
         )
         return Trainer(config, run_dir=Path(options.out) / f"{method}-{task}")
 
@@ -903,9 +910,11 @@ def _check_joint_space(store: FeatureStore, classified: str, text: Mapping[str, 
 def _extract(options: XMICRunOptions, job: Mapping[str, Any]) -> None:
     from egofeat.pipelines.extract import ExtractOptions, run_extract
 
+    if not (options.encoder or job.get("encoders")):
+        raise ValueError("extraction jobs need --encoder (or encoders = [...] in the job)")
     settings: dict[str, Any] = {
         "store": options.store,
-        "encoders": [options.encoder] if options.encoder else ["tiny"],
+        "encoders": [options.encoder],
         "crop": "both",
         "sampling": "oversampled",
         "frames": options.bins,
@@ -1181,19 +1190,37 @@ def xmic_demo(out: str | Path, *, progress: bool = False) -> dict[str, Any]:
     the first kitchen to the second (small, fast settings); shared/novel accuracy per method."""
     out = Path(out)
     store = write_synthetic_domains(out / "store")
-    report = run_xmic(XMICRunOptions(
-        store=Path(store["store"]), out=out, source=store["source"], target=store["target"],
-        encoder=store["encoder"], epochs=15, lr=3e-3, batch_size=64, warmup_epochs=1,
-        device="cpu", progress=progress,
-        # the features are built from bare-name embeddings: zero-shot reads those too
-        zero_shot_templates=dict.fromkeys(store["domains"], XMIC_TEMPLATE),
-    ))
+    report = run_xmic(
+        XMICRunOptions(
+            store=Path(store["store"]),
+            out=out,
+            source=store["source"],
+            target=store["target"],
+            encoder=store["encoder"],
+            epochs=15,
+            lr=3e-3,
+            batch_size=64,
+            warmup_epochs=1,
+            device="cpu",
+            progress=progress,
+            # the features are built from bare-name embeddings: zero-shot reads those too
+            zero_shot_templates=dict.fromkeys(store["domains"], XMIC_TEMPLATE),
+        )
+    )
     keys = {"shared": "shared_accuracy", "novel": "novel_accuracy", "hm": "harmonic_mean_accuracy"}
     tasks = {
-        task: {method: {name: scores["cross"]["exact"][key] for name, key in keys.items()}
-               for method, scores in result["methods"].items()}
+        task: {
+            method: {name: scores["cross"]["exact"][key] for name, key in keys.items()}
+            for method, scores in result["methods"].items()
+        }
         for task, result in report["tasks"].items()
     }
-    return {"source": report["source"], "target": report["target"], "report": str(out / "report.md"),
-            "plots": report["plots"], "tasks": tasks, "seconds": report["seconds"],
-            "trainable_parameters": {t: r["trainable_parameters"] for t, r in report["tasks"].items()}}
+    return {
+        "source": report["source"],
+        "target": report["target"],
+        "report": str(out / "report.md"),
+        "plots": report["plots"],
+        "tasks": tasks,
+        "seconds": report["seconds"],
+        "trainable_parameters": {t: r["trainable_parameters"] for t, r in report["tasks"].items()},
+    }
