@@ -596,8 +596,9 @@ def xmic(
     e.g. ``[hand, full]``; another encoder's streams for the DINO variant); ``bins``: temporal
     bins (default: the stored frame count, i.e. no jitter; ``egofeat train`` sets it from the
     streams' sampling); ``width``: of the conditioning transformer (default: the classified
-    stream's dim); ``class_text``: the text stream of the class names, ``{task}`` standing for
-    the task (read by ``egofeat train``; default: found by name, see ``egofeat.pipelines.xmic``).
+    stream's dim); ``class_text``: the text stream of the class names, ``{task}`` and
+    ``{dataset}`` filled in (read by ``egofeat train``; default: found by name, see
+    ``egofeat.pipelines.xmic.create_xmic_head``).
     """
     del class_text  # resolved and loaded by the pipeline; kept in the spec as provenance
     if ANY_STREAM in in_dims:

@@ -853,6 +853,8 @@ def _score(
     source: HeadData | None,
     splits: Mapping[str, tuple[list[int], list[int]]],
 ) -> dict[str, Any]:
+    """Cross-dataset metrics per split kind (labelled target rows), within-dataset top-1 and
+    class-mean accuracy on the source, and the harmonic mean of within and cross top-1."""
     labels = target.labels[task].numpy()
     labelled = labels != UNLABELLED
     cross = {
