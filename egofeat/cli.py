@@ -138,6 +138,7 @@ def extract(
     allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl annotation files.")] = False,
     split: Annotated[str | None, typer.Option(help="Split name (default: from the file name; ego4d: required).")] = None,
     mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
+    window: Annotated[str, typer.Option(help="ego4d: action | xmic (central 4 s) | eilev (8 s) window.")] = "action",
     executor: Annotated[str, typer.Option(help="serial | dask | torchrun (launch: torchrun --nproc_per_node=N -m egofeat extract ...).")] = "serial",
     dask_workers: Annotated[int | None, typer.Option(help="dask: LocalCluster worker processes (default: one per GPU, else half the CPU cores).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="dask: address of a running scheduler (e.g. tcp://10.0.0.1:8786) instead of a LocalCluster.")] = None,
@@ -161,7 +162,7 @@ def extract(
         decode_timeout=decode_timeout, videos_per_part=videos_per_part, hand_threshold=hand_threshold,
         object_threshold=object_threshold, box_margin=box_margin, box_fallback=box_fallback, tag=tag,
         text=text, templates=template, limit=limit, allow_pickle=allow_pickle, progress=not json_output,
-        split=split, mapping=mapping,
+        split=split, mapping=mapping, window=window,
     )
     summary = execute(options, executor, scheduler=scheduler, dask_workers=dask_workers,
                       retries=retries, sharding=sharding)  # type: ignore[arg-type]

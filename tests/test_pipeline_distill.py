@@ -172,7 +172,7 @@ def test_teacher_logits_are_cached_once_as_a_stream_naming_the_teachers(teachers
     assert all(str(runs[0].resolve()) in message for message in errors["error"])
 
     before = commits(store, cached.stream)
-    again = cache_teacher_logits(root / "store", runs, ["val", "train"], device="cpu")
+    again = cache_teacher_logits(root / "store", runs[::-1], ["val", "train"], device="cpu")
     assert again.stream == cached.stream
     assert again.written == [] and sorted(again.reused) == ["train", "val"]
     assert commits(store, cached.stream) == before

@@ -146,6 +146,8 @@ class TeacherLogits:
 def teacher_provenance(teachers: Sequence[str | Path]) -> dict[str, Any]:
     """The provenance of the logits of ``teachers``: what the derived stream's features depend on.
 
+    Teachers are listed (and their logits laid out) in the order of their resolved run paths.
+
     Raises ValueError when teachers disagree on tasks or vocabularies (their logits could not be
     averaged) or a run is given twice.
     """
@@ -155,6 +157,7 @@ def teacher_provenance(teachers: Sequence[str | Path]) -> dict[str, Any]:
     repeated = sorted({str(run) for run in runs if runs.count(run) > 1})
     if repeated:
         raise ValueError(f"teacher run(s) {repeated} given twice; name each teacher once")
+    runs.sort()  # the same teachers in another order are the same ensemble: one stream
     checkpoints = {run: load_run(run)[1] for run in runs}
     for run, checkpoint in checkpoints.items():
         if checkpoint.head is None:

@@ -88,6 +88,7 @@ class ExtractOptions:
     allow_pickle: bool = False
     #: ``generic`` datasets: canonical column -> file column (a dict or its JSON string)
     mapping: dict[str, str] | str | None = None
+    window: str = "action"
     limit: int | None = None
     progress: bool = True
 
@@ -137,7 +138,8 @@ def load_annotations(options: ExtractOptions) -> pl.DataFrame:
 
     tables = [
         load_segment_file(path, options.dataset, split=options.split,
-                          allow_pickle=options.allow_pickle, mapping=options.mapping)
+                          allow_pickle=options.allow_pickle, mapping=options.mapping,
+                          window=options.window)
         for path in options.annotations
     ]
     table = pl.concat(tables, how="diagonal_relaxed") if len(tables) > 1 else tables[0]
