@@ -78,7 +78,10 @@ __all__ = [
     "DistillSettings",
     "TeacherLogits",
     "cache_teacher_logits",
+    "calibrate_teacher_weights",
+    "default_stream_name",
     "distill_report",
+    "report_markdown",
     "run_distill",
     "teacher_provenance",
 ]
