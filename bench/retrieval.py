@@ -35,9 +35,10 @@ from rich.table import Table
 
 from egofeat.eval import mir_metrics, mir_relevancy
 from egofeat.heads import HeadData, TrainConfig, Trainer, create_head
+from egofeat.heads.contrastive import ClipLabels, PositiveCaptionSampler, distinct_captions
 from egofeat.heads.neighbors import NeighborIndex, faiss_available, select_in_context_examples
-from egofeat.heads.retrieval import LOSSES, ClipLabels, PositiveCaptionSampler, RetrievalLoss
-from egofeat.pipelines.retrieval import MirValidation, distinct_captions, score_mir_similarity_file
+from egofeat.heads.retrieval import LOSSES, MirValidation, RetrievalLoss
+from egofeat.pipelines.protocols import score_mir_similarity_file
 
 EPIC_TRAIN_ROWS, EPIC_VAL_ROWS, TRAIN_SENTENCES = 67_217, 9_668, 15_989
 NEIGHBOUR_VECTORS = 100_000
@@ -134,8 +135,9 @@ def training(rows: int, frames: int, dim: int, batch_size: int, repeats: int) ->
     report["mimm_sampler_share"] = (sample_s / len(batches) * batches_per_epoch) / report["losses"]["mimm"]["epoch_s"]
 
     val, val_labels = synthetic_split(round(rows * EPIC_VAL_ROWS / EPIC_TRAIN_ROWS), frames, dim, seed=1)
-    validation, setup_s = timed(MirValidation.of, val, val_labels, "clip/text/narration")
-    _, pass_s = timed(lambda: validation(head, val, device="cpu"), repeats=repeats)
+    validation, setup_s = timed(lambda: MirValidation.of(val, "clip/text/narration", labels=val_labels,
+                                                         device="cpu"))
+    _, pass_s = timed(lambda: validation(head, val), repeats=repeats)
     report["validation"] = {"rows": len(val), "captions": len(validation.caption_rows),
                             "setup_s": setup_s, "pass_s": pass_s}
     return report

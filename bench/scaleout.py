@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _options(dataset: Any, store: Path, args: argparse.Namespace) -> Any:
-    from egofeat.pipelines.extract import ExtractOptions
+def _options(dataset: Any, store: Path, args: argparse.Namespace, **executor: Any) -> Any:
+    from egofeat.config import ExtractConfig
 
     annotations = dataset.annotations_dir
-    return ExtractOptions(
+    return ExtractConfig(
         annotations=[annotations / "EPIC_100_train.csv", annotations / "EPIC_100_validation.csv"],
-        videos=dataset.videos_root, store=store, encoders=(args.encoder,), frames=args.frames,
-        workers=0, text=False, progress=False,
+        videos=dataset.videos_root, store=store, encoders=[args.encoder], frames=args.frames,
+        workers=0, text=False, progress=False, **executor,
     )
 
 
@@ -90,14 +90,14 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     dataset = write_synthetic_dataset(scratch / "data", n_videos=args.videos,
                                       segments_per_video=args.segments, size=(width, height))
     results: dict[str, Any] = {"serial": _time_run(
-        lambda store: execute(_options(dataset, store, args), "serial"), args.repeats, scratch)}
+        lambda store: execute(_options(dataset, store, args)), args.repeats, scratch)}
     for n in args.workers:
         with LocalCluster(n_workers=n, threads_per_worker=1, host="127.0.0.1",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             _warm(client)
             results[f"dask-{n}"] = _time_run(
                 lambda store, address=cluster.scheduler_address: execute(
-                    _options(dataset, store, args), "dask", scheduler=address),
+                    _options(dataset, store, args, executor="dask", scheduler=address)),
                 args.repeats, scratch)
     base = results.get("dask-1", results["serial"])["wall_s"]
     for row in results.values():

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egofeat.heads import HeadData, TrainConfig, Trainer, create_head, predict
-from egofeat.pipelines.xmic import XMIC_TRAINER
+from egofeat.heads.xmic import XMIC_TRAINER
 
 EPIC_TRAIN_ROWS = 67_217
 EPIC_VAL_ROWS = 9_668
@@ -72,7 +72,7 @@ def build(data: HeadData, text: torch.Tensor) -> torch.nn.Module:
 def measure(train: HeadData, val: HeadData, text: torch.Tensor, batch_size: int,
             args: argparse.Namespace) -> dict:
     """Fastest of ``repeats`` one-epoch trainings and of the evaluation passes."""
-    settings = TrainConfig(**{**XMIC_TRAINER, "betas": tuple(XMIC_TRAINER["betas"])}
+    settings = TrainConfig(**XMIC_TRAINER
                            | {"epochs": 1, "batch_size": batch_size, "tasks": ("noun",),
                               "device": args.device, "precision": args.precision,
                               "num_threads": args.threads, "progress": False})

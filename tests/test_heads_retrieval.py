@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from egofeat.heads.retrieval import (
+from egofeat.heads.contrastive import (
     OWN_CAPTION,
-    RetrievalProjector,
     cosine_similarity_matrix,
     dual_softmax,
     ego_nce,
@@ -20,6 +19,7 @@ from egofeat.heads.retrieval import (
     scene_negative_indices,
     zero_shot_similarity,
 )
+from egofeat.heads.retrieval import RetrievalProjector
 
 
 def unit(*rows: list[float]) -> torch.Tensor:

@@ -21,7 +21,8 @@ from egofeat.heads import (
     load_config,
     predict,
 )
-from egofeat.heads.trainer import WarmupCosineSchedule, evaluate, topk_accuracy
+from egofeat.heads.optim import create_scheduler, param_groups, scheduled_lr
+from egofeat.heads.trainer import evaluate, topk_accuracy
 
 PROVENANCE = {
     "full": {"encoder": "clip-vit-b16", "weights_sha256": "ab12", "crop": "full", "fps": 2},
@@ -288,12 +289,38 @@ def test_evaluate_and_topk():
     assert set(metrics) == {"test_verb_top1", "test_verb_top5", "test_top1_mean"}
 
 
+def _lrs(steps: int, per_epoch: int = 1, **settings) -> list[float]:
+    config = TrainConfig(lr=1.0, **settings)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = create_scheduler(optimizer, config, per_epoch)
+    return [scheduled_lr(scheduler, config, step=i, epoch=i // per_epoch) for i in range(steps)]
+
+
 def test_schedule_warms_up_then_decays_to_the_floor():
-    schedule = WarmupCosineSchedule(1.0, warmup_steps=4, total_steps=20, min_lr_ratio=0.1)
-    lrs = [schedule(step) for step in range(21)]
-    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    lrs = _lrs(21, epochs=20, warmup_epochs=4, min_lr_ratio=0.1)
+    assert lrs[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
     assert lrs[20] == pytest.approx(0.1)
+    linear = _lrs(21, epochs=20, warmup_epochs=0, schedule="linear", min_lr_ratio=0.0)
+    assert linear[0] == 1.0 and linear[10] == pytest.approx(0.5) and linear[20] == pytest.approx(0.0)
+
+
+def test_per_epoch_warmup_then_constant_as_xmic():
+    """X-MIC's recipe: 1e-7 in the first epoch, linear warm-up over 5 epochs, then constant."""
+    lrs = _lrs(30, per_epoch=2, epochs=15, warmup_epochs=5, warmup_lr=1e-7, schedule="constant",
+               step_on_epochs=True)
+    per_epoch = lrs[::2]
+    assert lrs[1] == lrs[0] == pytest.approx(1e-7)  # the rate changes between epochs only
+    assert per_epoch[1:5] == pytest.approx([0.2, 0.4, 0.6, 0.8], rel=1e-5)
+    assert per_epoch[5:] == [1.0] * 10
+
+
+def test_weight_decay_skips_biases_and_norms_unless_all():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    groups = param_groups(model, 0.1)
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+    (only,) = param_groups(model, 0.1, decay_all=True)
+    assert len(only["params"]) == 4 and only["weight_decay"] == 0.1
 
 
 def test_trainer_takes_a_run_config_from_a_file(tmp_path):
@@ -313,7 +340,7 @@ def test_trainer_takes_a_run_config_from_a_file(tmp_path):
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert saved.config["head"] == {"name": "mlp", "hidden": 16}
     assert saved.config["trainer"]["batch_size"] == 16
-    assert saved.scheduler_state["total_steps"] == 2 * 3
+    assert saved.scheduler_state == {"step": 2 * 3, "epoch": 2}
 
 
 def test_multitask_cross_entropy_is_the_mean_of_task_losses():

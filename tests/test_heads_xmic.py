@@ -8,19 +8,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from egofeat.heads.xmic import (
-    XMIC_BETAS,
-    XMIC_WEIGHT_DECAY,
+from egofeat.heads import TrainConfig
+from egofeat.heads.jitter import (
     TemporalJitter,
-    XMICConfig,
-    XMICHead,
     dense_bin_indices,
     gather_frames,
     oversampled_bin_indices,
-    xmic_lr,
-    xmic_optimizer,
+)
+from egofeat.heads.optim import create_optimizer, create_scheduler, scheduled_lr
+from egofeat.heads.xmic import (
+    XMIC_BETAS,
+    XMIC_TRAINER,
+    XMIC_WEIGHT_DECAY,
+    XMICConfig,
+    XMICHead,
     zero_shot_logits,
 )
+
+
+def xmic_optimizer(model, lr=None):
+    """X-MIC's recipe through the trainer's optimizer and scheduler (per epoch)."""
+    config = TrainConfig(**{**XMIC_TRAINER, **({"lr": lr} if lr else {})})
+    optimizer = create_optimizer(model, config, torch.device("cpu"))
+    scheduler = create_scheduler(optimizer, config, steps_per_epoch=1)
+    return optimizer, config, scheduler
 
 HAND, FULL, DINO = "clip/hand", "clip/full", "dino/hand"
 
@@ -251,20 +262,16 @@ def test_gather_frames():
 
 
 def test_optimizer_recipe():
-    assert [xmic_lr(e) for e in range(7)] == pytest.approx(
-        [1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 5e-4]
-    )
-    assert xmic_lr(14) == pytest.approx(5e-4)
+    """X-MIC's schedule per epoch (1e-7, then a linear warm-up over 5, then constant 5e-4), its
+    betas, and weight decay on every parameter."""
     head = XMICHead(torch.randn(5, 32), small_config())
-    optimizer, scheduler = xmic_optimizer(head)
-    group = optimizer.param_groups[0]
+    optimizer, config, scheduler = xmic_optimizer(head)
+    (group,) = optimizer.param_groups
     assert group["betas"] == XMIC_BETAS and group["weight_decay"] == XMIC_WEIGHT_DECAY
-    seen = []
-    for _ in range(6):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert seen == pytest.approx([1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4])
+    assert len(group["params"]) == len([p for p in head.parameters() if p.requires_grad])
+    seen = [scheduled_lr(scheduler, config, step=epoch, epoch=epoch) for epoch in range(15)]
+    assert seen[:6] == pytest.approx([1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4], rel=1e-3)
+    assert seen[14] == pytest.approx(5e-4)
 
 
 def test_zero_shot_logits_by_hand():
@@ -321,8 +328,9 @@ def test_xmic_beats_zero_shot_on_novel_classes_of_a_shifted_domain():
 
     torch.manual_seed(0)
     head = XMICHead(text[source], small_config(num_frames=frames))
-    optimizer, scheduler = xmic_optimizer(head, lr=3e-3)
-    for _ in range(15):
+    optimizer, config, scheduler = xmic_optimizer(head, lr=3e-3)
+    for epoch in range(15):
+        scheduled_lr(scheduler, config, step=epoch, epoch=epoch)
         order = torch.randperm(len(train["noun"]), generator=generator)
         for start in range(0, len(order), 64):
             rows = order[start : start + 64]
@@ -330,7 +338,6 @@ def test_xmic_beats_zero_shot_on_novel_classes_of_a_shifted_domain():
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        scheduler.step()
 
     head.eval()
     head.set_class_embeddings(text[target])

@@ -25,7 +25,8 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
-from egofeat.heads import load_checkpoint, load_head_data
+from egofeat.config import ConfigError, DistillConfig
+from egofeat.heads import load_checkpoint, load_config, load_head_data
 from egofeat.heads.distill import (
     DistillationLoss,
     distillation_loss,
@@ -35,12 +36,9 @@ from egofeat.heads.distill import (
     unpack_teacher_logits,
 )
 from egofeat.pipelines import console
-from egofeat.pipelines.distill import (
-    DistillSettings,
-    cache_teacher_logits,
-    run_distill,
-)
-from egofeat.pipelines.runs import resolve_config, run_outputs, train_run
+from egofeat.pipelines.distill import cache_teacher_logits, run_distill
+from egofeat.pipelines.evaluate import run_predictions
+from egofeat.pipelines.train import train_run
 from egofeat.store import FeatureStore, IncompatibleStreamError
 from egofeat.store.provenance import comparable
 
@@ -110,17 +108,18 @@ def build_store(path: Path, seed: int = 0) -> FeatureStore:
     return store
 
 
-def config(streams: list[str], *overrides: str, epochs: int = 30, head: str = "linear"):
-    return resolve_config(
-        None,
-        [*TRAIN_OPTIONS, *overrides],
-        streams=streams,
-        head=head,
-        tasks=["verb", "noun"],
-        epochs=epochs,
-        device="cpu",
-        progress=False,
-    )
+def config(streams: list[str], *overrides: str, epochs: int = 30, head: str = "linear",
+           tasks: tuple[str, ...] = ("verb", "noun"), **task_options):
+    values = {"data.streams": streams, "head.name": head, "trainer.tasks": list(tasks),
+              "trainer.epochs": epochs, "trainer.device": "cpu", "trainer.progress": False}
+    if task_options:
+        values.update({"task.name": "distill", **{f"task.{k}": v for k, v in task_options.items()}})
+    return load_config(None, [*TRAIN_OPTIONS, *overrides], values)
+
+
+def distill(runs, out, student, *, baseline: bool = True):
+    return run_distill(DistillConfig(teachers=[str(r) for r in runs], out=out, student=student,
+                                     baseline=baseline))
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +160,11 @@ def test_teacher_logits_are_cached_once_as_a_stream_naming_the_teachers(teachers
     assert sorted(info.provenance["teachers"][1]["streams"]) == ["toy/hand"]
 
     # rows hold each teacher's own predictions, teacher-major
-    outputs, data, _ = run_outputs(runs[1], "val", store_path=root / "store", device="cpu")
+    predictions, data, _ = run_predictions(runs[1], "val", store_path=root / "store", device="cpu")
     rows = store.stream(cached.stream).read(list(data.segment_ids[:50]))
     second = unpack_teacher_logits(torch.from_numpy(rows), cached.num_classes)[1]
-    np.testing.assert_allclose(second["noun"].numpy(), outputs["noun"][:50], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second["noun"].numpy(), predictions.logits["noun"][:50], rtol=1e-5,
+                               atol=1e-5)
 
     manifest = store.stream(cached.stream).manifest().collect()
     errors = manifest.filter(pl.col("status") == "error")
@@ -242,13 +242,8 @@ def test_distilled_student_beats_the_ce_only_student_and_reports(teachers, capsy
 def test_weighted_ensembles_train_and_report_their_weights(teachers, weighting):
     root, runs = teachers
     out = root / f"student-{weighting}"
-    summary = run_distill(
-        runs,
-        out,
-        config(["toy/full"], epochs=3),
-        DistillSettings(weighting=weighting, temperature=2.0, w_gt=0.5),
-        baseline=False,
-    )
+    summary = distill(runs, out, config(["toy/full"], epochs=3, weighting=weighting, temperature=2.0,
+                                        w_gt=0.5), baseline=False)
     assert summary["baseline"] is None and not (out / "baseline").exists()
     report = json.loads((out / "distill_report.json").read_text())
     assert [entry["model"] for entry in report["models"]][:2] == [
@@ -269,27 +264,14 @@ def test_weighted_ensembles_train_and_report_their_weights(teachers, weighting):
 
 def test_distill_refuses_bad_requests(teachers, tmp_path):
     root, runs = teachers
-    with pytest.raises(ValueError, match="scikit-learn"):
-        run_distill(runs, tmp_path / "x", config(["toy/full"], head="logreg"))
+    with pytest.raises(ValueError, match="trained by the 'logreg' task, not by a loss"):
+        distill(runs, tmp_path / "x", config(["toy/full"], head="logreg"))
     with pytest.raises(ValueError, match="not task"):
-        run_distill(
-            runs,
-            tmp_path / "y",
-            resolve_config(
-                None,
-                TRAIN_OPTIONS,
-                streams=["toy/full"],
-                head="linear",
-                tasks=["verb", "x"],
-                epochs=1,
-                device="cpu",
-                progress=False,
-            ),
-        )
-    with pytest.raises(ValueError, match="weighting"):
-        DistillSettings(weighting="median")
-    with pytest.raises(ValueError, match="not both 0"):
-        DistillSettings(w_distill=0.0, w_gt=0.0)
+        distill(runs, tmp_path / "y", config(["toy/full"], epochs=1, tasks=("verb", "x")))
+    with pytest.raises(ConfigError, match="weighting: expected one of 'mean', 'per-sample' or 'dataset'"):
+        config(["toy/full"], weighting="median")
+    with pytest.raises(ConfigError, match="must not both be 0"):
+        config(["toy/full"], w_distill=0.0, w_gt=0.0)
 
 
 # ---- the loss the pipeline plugs into the trainer -------------------------------------------

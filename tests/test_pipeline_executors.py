@@ -17,11 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
+from egofeat.config import ExtractConfig
 from egofeat.extract import plan_videos
 from egofeat.extract.synthetic import write_synthetic_dataset
 from egofeat.pipelines.executors import part_cost, plan_key, shard_parts
 from egofeat.pipelines.extract import (
-    ExtractOptions,
     PartSpec,
     build_sampler,
     load_annotations,
@@ -86,7 +86,7 @@ def events(store: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def parts(dataset):
-    options = ExtractOptions(annotations=[dataset.annotations_dir / "EPIC_100_train.csv",
+    options = ExtractConfig(annotations=[dataset.annotations_dir / "EPIC_100_train.csv",
                                           dataset.annotations_dir / "EPIC_100_validation.csv"],
                              videos=dataset.videos_root, store=Path("unused"), frames=3)
     plan = plan_videos(load_annotations(options), build_sampler(options))
@@ -148,8 +148,8 @@ def test_changed_configuration_is_refused_or_goes_to_a_new_stream(dataset, refer
     assert result.exit_code == 2 and "frames" in result.output and "--tag" in result.output
     run_here(extract_args(dataset, store, "--frames", "4", "--tag", "f4", "--limit", "3", "--no-text"))
     assert FeatureStore.open(store).stream_names() == [
-        "tiny/full", "tiny/full-f4", "tiny/text/narration", "tiny/text/noun-prompts",
-        "tiny/text/verb-prompts"]
+        "tiny/full", "tiny/full-f4", "tiny/text/epic100/noun-names", "tiny/text/epic100/verb-names",
+        "tiny/text/narration"]
     # the rest of the first configuration, resumed with the same command minus the limit
     summary = run_here(extract_args(dataset, store))
     assert summary["ok"] == {"tiny/full": 9}
@@ -208,7 +208,7 @@ def test_torchrun_without_torchrun_says_how_to_launch(dataset, tmp_path, monkeyp
 
 def test_unknown_executor_is_a_usage_error(dataset, tmp_path):
     result = CliRunner().invoke(app, extract_args(dataset, tmp_path / "s", "--executor", "spark"))
-    assert result.exit_code == 2 and "serial, dask, torchrun" in result.output
+    assert result.exit_code == 2 and "--executor: expected one of 'serial', 'dask' or 'torchrun'" in result.output
 
 
 # ---- concurrent writers ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
+from egofeat.config import ExtractConfig
 from egofeat.extract import DecodeJob, FrameSampler, decode_job, epic_frame_rate, open_video
 from egofeat.extract.encoders import create_encoder
 from egofeat.extract.synthetic import (
@@ -33,7 +34,10 @@ from egofeat.extract.synthetic import (
     write_synthetic_dataset,
     write_video,
 )
-from egofeat.pipelines.extract import ExtractOptions, prepare_extract, run_extract
+from egofeat.pipelines import executors
+from egofeat.pipelines.executors import execute
+from egofeat.pipelines.extract import prepare_extract
+from egofeat.sources import class_texts
 from egofeat.store import STATUS_ERROR, STATUS_OK, FeatureStore, IncompatibleStreamError, layout
 
 FPS = 15.0
@@ -352,7 +356,7 @@ def test_overlapping_segments_share_frames_decoded_and_encoded_once(tmp_path, mo
         write_video(video_path(tmp_path, video_id), int(6 * FPS), FPS, SIZE)
         segments += [(f"{video_id}_{k}", video_id, 0.5 * k, 0.5 * k + 2.0) for k in range(count)]
     annotations = write_epic_csv(tmp_path / "EPIC_100_validation.csv", segments)
-    options = ExtractOptions(
+    options = ExtractConfig(
         annotations=[annotations],
         videos=tmp_path,
         store=tmp_path / "store",
@@ -367,7 +371,8 @@ def test_overlapping_segments_share_frames_decoded_and_encoded_once(tmp_path, mo
     monkeypatch.setattr(
         encoder, "encode", lambda frames: encoded.append(len(frames)) or encode(frames)
     )
-    summary = run_extract(options, prepared=prepared)
+    monkeypatch.setattr(executors, "prepare_extract", lambda _: prepared)
+    summary = execute(options)
     assert (summary.requested_frames, summary.unique_frames) == (20 + 12, 8 + 6)
     assert summary.dedup_ratio == round(32 / 14, 3)
     assert sum(encoded) == 8 + 6 and len(encoded) == 2  # one batch per video
@@ -419,7 +424,7 @@ def test_resume_redoes_nothing_then_only_an_uncommitted_part_and_refuses_a_new_c
     assert "frames_per_row: 8 in the stream, 4 in this write" in output and "--tag" in output
     with pytest.raises(IncompatibleStreamError):
         prepare_extract(
-            ExtractOptions(
+            ExtractConfig(
                 annotations=annotation_files(root),
                 videos=root,
                 store=store,
@@ -500,8 +505,8 @@ def test_oversampled_rows_hold_bins_times_per_bin_frames(two_videos):
         "progress": False,
         "text": False,
     }
-    run_extract(ExtractOptions(**common, sampling="oversampled", per_bin=3))
-    run_extract(ExtractOptions(**common, tag="uniform"))
+    execute(ExtractConfig(**common, sampling="oversampled", per_bin=3))
+    execute(ExtractConfig(**common, tag="uniform"))
     store = FeatureStore.open(root / "store")
     over, uniform = store.stream("tiny/full"), store.stream("tiny/full-uniform")
     assert over.info.frames_per_row == 12
@@ -524,8 +529,8 @@ def test_oversampled_rows_hold_bins_times_per_bin_frames(two_videos):
 
 def test_dense_rows_hold_a_variable_number_of_frames(two_videos):
     root, annotations, segments = two_videos
-    summary = run_extract(
-        ExtractOptions(
+    summary = execute(
+        ExtractConfig(
             annotations=[annotations],
             videos=root,
             store=root / "store",
@@ -556,18 +561,19 @@ def test_dense_rows_hold_a_variable_number_of_frames(two_videos):
 def test_text_streams_hold_class_prompts_and_narrations(clean, tiny):
     store = FeatureStore.open(clean[0])
     assert clean[2]["text_streams"] == [
-        "tiny/text/verb-prompts",
-        "tiny/text/noun-prompts",
+        "tiny/text/epic100/verb-names",
+        "tiny/text/epic100/noun-names",
         "tiny/text/narration",
     ]
     for task, names in (("verb", SYNTHETIC_VERBS), ("noun", SYNTHETIC_NOUNS)):
-        stream = store.stream(f"tiny/text/{task}-prompts")
+        stream = store.stream(f"tiny/text/epic100/{task}-names")
         rows = stream.manifest().collect()
+        texts = class_texts("epic100", names)  # X-MIC's readable form
         assert rows["segment_id"].to_list() == [f"{task}:{i}" for i in range(len(names))]
-        assert rows["text"].to_list() == list(names)
+        assert rows["text"].to_list() == texts and rows["class_name"].to_list() == list(names)
         np.testing.assert_allclose(
             stream.load(rows["segment_id"]).features[:, 0],
-            tiny.encode_text(list(names)),
+            tiny.encode_text(texts),
             rtol=1e-5,
             atol=1e-6,
         )

@@ -14,10 +14,11 @@ import pytest
 import torch
 from test_pipeline_extract import FPS, SIZE, write_epic_csv
 
+from egofeat.config import ExtractConfig
 from egofeat.extract import DecodeJob, FrameSampler, decode_job
 from egofeat.extract.encoders import create_encoder
 from egofeat.extract.synthetic import read_frame_index, write_video
-from egofeat.pipelines.extract import ExtractOptions, run_extract
+from egofeat.pipelines.executors import execute
 from egofeat.store import STATUS_ERROR, STATUS_OK, FeatureStore
 
 SEGMENTS = [("P01_01_0", "P01_01", 0.2, 1.7), ("P01_01_1", "P01_01", 1.5, 3.9)]
@@ -33,8 +34,8 @@ def _one_torch_thread():
 
 def extract(root, layout, segments=SEGMENTS, **options):
     annotations = write_epic_csv(root / "EPIC_100_validation.csv", segments)
-    summary = run_extract(
-        ExtractOptions(
+    summary = execute(
+        ExtractConfig(
             annotations=[annotations],
             videos=root,
             store=root / "store",
@@ -116,7 +117,7 @@ def test_a_generic_annotation_table_over_flat_video_files(tmp_path):
     table = {"clip": ["a0", "a1"], "video": ["kitchen_a"] * 2, "t0": [0.2, 1.5], "t1": [1.7, 3.9]}
     pl.DataFrame(table).write_csv(tmp_path / "clips.csv")
     mapping = {"segment_id": "clip", "video_id": "video", "start_sec": "t0", "end_sec": "t1"}
-    options = ExtractOptions(
+    options = ExtractConfig(
         annotations=[tmp_path / "clips.csv"],
         videos=tmp_path,
         store=tmp_path / "store",
@@ -127,7 +128,7 @@ def test_a_generic_annotation_table_over_flat_video_files(tmp_path):
         workers=0,
         progress=False,
     )
-    summary = run_extract(options)
+    summary = execute(options)
     assert summary.ok == {"tiny/full": 2} and not summary.failed
     store = FeatureStore.open(tmp_path / "store")
     segments = store.segments().collect().sort("segment_id")

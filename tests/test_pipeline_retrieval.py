@@ -15,18 +15,14 @@ from typer.testing import CliRunner
 from egofeat.cli import app
 from egofeat.eval import charades_map_nanmean, mir_relevancy
 from egofeat.heads import create_head, load_head_data
-from egofeat.heads.retrieval import (
+from egofeat.heads.contrastive import (
     ClipLabels,
     PositiveCaptionSampler,
-    RetrievalLoss,
     SameChunkNegatives,
-)
-from egofeat.pipelines.retrieval import (
-    MirValidation,
-    RetrievalTrainer,
-    clip_labels,
     distinct_captions,
 )
+from egofeat.heads.retrieval import MirValidation, RetrievalLoss
+from egofeat.heads.trainer import Trainer
 from egofeat.sources import load_charades_ego, load_egomcq, load_epic100
 from egofeat.store import FeatureStore
 
@@ -99,12 +95,12 @@ def untrained_map(store) -> float:
     """MIR mAP of a freshly initialised head on the val split: what training must beat."""
     torch.set_num_threads(1)
     opened = FeatureStore.open(store)
-    val = load_head_data(opened, [VIDEO, TEXT], splits=["val"])
-    validation = MirValidation.of(val, clip_labels(opened.segments().collect(), val.segment_ids), TEXT)
+    val = load_head_data(opened, [VIDEO, TEXT], splits=["val"], meta_columns=["verb_class", "noun_class"])
+    validation = MirValidation.of(val, TEXT, device="cpu")
     torch.manual_seed(0)
     head = create_head("retrieval", in_dims=val.in_dims, num_frames=val.num_frames,
                        num_classes=val.num_classes, embed_dim=32)
-    return validation(head, val, device="cpu")["map_avg"]
+    return validation(head, val)["val_map_avg"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,8 @@ def test_training_learns_a_synthetic_retrieval_task(trained, untrained_map, loss
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("val_map_avg" in record and "val_top1_mean" not in record for record in history)
     config = json.loads((run / "run.json").read_text())["config"]
-    assert config["head"]["loss"] == loss and config["trainer"]["monitor"] == "val_map_avg"
+    assert config["head"]["loss"] == loss and config["task"]["name"] == "retrieval"
+    assert summary["monitor"] == "val_map_avg"  # the retrieval task's, as the config names none
     assert json.loads((run / "metrics.json").read_text())["val"] == pytest.approx(summary["metrics"])
 
 
@@ -158,8 +155,8 @@ def test_resumed_training_continues_as_if_never_stopped(store, tmp_path, monkeyp
         if record["epoch"] == 3:
             raise RuntimeError("simulated crash")
 
-    build = RetrievalTrainer.__init__
-    monkeypatch.setattr(RetrievalTrainer, "__init__",
+    build = Trainer.__init__
+    monkeypatch.setattr(Trainer, "__init__",
                         lambda self, *a, **k: build(self, *a, callbacks=[crash_after_epoch_3], **k))
     crashed = runner.invoke(app, train_args(store, tmp_path / "resumed", "mimm", *extra))
     assert isinstance(crashed.exception, RuntimeError)

@@ -134,7 +134,7 @@ def test_train_errors_are_clear(tmp_path):
 def test_logreg_reference_folds_into_a_linear_checkpoint(tmp_path):
     """`--head logreg` fits scikit-learn; its run evaluates like any other (same predictions)."""
     from egofeat.heads import LogisticRegressionBaseline, load_head_data
-    from egofeat.pipelines.runs import run_outputs
+    from egofeat.pipelines.evaluate import run_predictions
 
     _write_store(tmp_path / "store")
     run = tmp_path / "logreg"
@@ -145,6 +145,50 @@ def test_logreg_reference_folds_into_a_linear_checkpoint(tmp_path):
     train = load_head_data(store, ["toy/full"], splits=["train"])
     val = load_head_data(store, ["toy/full"], splits=["val"])
     expected = LogisticRegressionBaseline().fit(train).predict(val)
-    outputs, _, _ = run_outputs(run, "val")
+    predictions, _, _ = run_predictions(run, "val")
     for task in ("verb", "noun"):
-        np.testing.assert_allclose(outputs[task], expected[task], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(predictions.logits[task], expected[task], rtol=1e-4, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    """The demo's synthetic EPIC-format dataset, extracted (full frame and hand crop)."""
+    from egofeat.config import ExtractConfig
+    from egofeat.extract.synthetic import write_synthetic_dataset
+    from egofeat.pipelines.executors import execute
+
+    root = tmp_path_factory.mktemp("demo")
+    dataset = write_synthetic_dataset(root / "dataset", n_videos=4, segments_per_video=10)
+    annotations = dataset.annotations_dir
+    summary = execute(ExtractConfig(
+        annotations=[annotations / "EPIC_100_train.csv", annotations / "EPIC_100_validation.csv"],
+        videos=dataset.videos_root, store=root / "store", crop="both", boxes=dataset.videos_root,
+        frames=4, workers=0, progress=False))
+    return root, summary.store, annotations / "EPIC_100_validation.csv"
+
+
+def test_two_runs_predictions_go_unchanged_into_fuse_and_eval(demo_store):
+    """The one prediction format: the files `train` writes are what fuse and eval --results read."""
+    root, store, validation = demo_store
+    runs = []
+    for head, streams in (("mlp", "tiny/full,tiny/hand"), ("tsn", "tiny/full")):
+        run = root / head
+        result = runner.invoke(app, ["train", "--store", store, "--stream", streams, "--head", head,
+                                     "--out", str(run), "--epochs", "3", "--json"])
+        assert result.exit_code == 0, result.output
+        runs.append(run / "predictions-val.parquet")
+    fused = root / "fused.parquet"
+    result = runner.invoke(app, ["fuse", *map(str, runs), "--out", str(fused), "--json"])
+    assert result.exit_code == 0, result.output
+    from egofeat.eval import load_predictions
+
+    parts = [load_predictions(path) for path in runs]
+    both = load_predictions(fused)
+    np.testing.assert_allclose(both.logits["verb"],
+                               (parts[0].logits["verb"] + parts[1].select(parts[0].segment_ids).logits["verb"]) / 2,
+                               rtol=1e-6)
+    assert both.class_names["verb"] == parts[0].class_names["verb"]  # names travel with the file
+    for path in (*runs, fused):
+        result = runner.invoke(app, ["eval", "--results", str(path), "--annotations", str(validation), "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["scored"] == len(both)

@@ -12,28 +12,27 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
+from egofeat.config import XMICRunConfig
 from egofeat.extract.encoders import class_prompt_embeddings, create_encoder
 from egofeat.extract.synthetic import write_synthetic_dataset
-from egofeat.heads import create_head
-from egofeat.heads.xmic import XMICConfig, XMICHead, dense_bin_indices
-from egofeat.pipelines.xmic import (
-    XMICRunOptions,
+from egofeat.heads import create_head, load_config, load_head_data
+from egofeat.heads.jitter import dense_bin_indices
+from egofeat.heads.loading import dense_to_bins
+from egofeat.heads.xmic import XMIC_TRAINER, XMICConfig, XMICHead
+from egofeat.heads.xmic_task import load_class_text, stream_layout
+from egofeat.pipelines.synthetic_domains import write_synthetic_domains
+from egofeat.pipelines.text_streams import write_class_texts, write_vocabulary_texts
+from egofeat.pipelines.xmic import dataset_vocabulary, run_xmic
+from egofeat.sources import (
+    Vocabulary,
     class_splits,
     class_texts,
-    dataset_vocabulary,
-    dense_to_bins,
-    load_class_text,
-    load_domain,
+    ego4d_vocabulary,
+    load_epic100,
     match_classes,
-    recipe_overrides,
-    run_xmic,
-    stream_layout,
-    text_stream_name,
-    write_synthetic_domains,
-    write_text_streams,
 )
-from egofeat.sources import Vocabulary, ego4d_vocabulary, load_epic100
 from egofeat.store import FeatureStore, LoadedStream
+from egofeat.store.names import class_text_stream, text_style
 
 runner = CliRunner()
 SOURCE, TARGET = "kitchen-a", "kitchen-b"
@@ -53,13 +52,13 @@ def domains(tmp_path_factory):
     return write_synthetic_domains(tmp_path_factory.mktemp("xmic") / "store")
 
 
-def fast_options(store: str, out, **overrides) -> XMICRunOptions:
+def fast_options(store: str, out, epochs: int = 15, **overrides) -> XMICRunConfig:
     settings = dict(
-        store=store, out=out, source=SOURCE, target=TARGET, encoder="tiny", epochs=15, lr=3e-3,
-        batch_size=64, warmup_epochs=1, device="cpu", progress=False,
-        zero_shot_templates={SOURCE: "{}", TARGET: "{}"},
+        store=store, out=out, source=SOURCE, target=TARGET, encoder="tiny", device="cpu",
+        trainer={"epochs": epochs, "lr": 3e-3, "batch_size": 64, "warmup_epochs": 1},
+        progress=False, zero_shot_templates={SOURCE: "{}", TARGET: "{}"},
     )
-    return XMICRunOptions(**(settings | overrides))
+    return XMICRunConfig(**(settings | overrides))
 
 
 # ---- class names, vocabularies, splits ------------------------------------------------------
@@ -114,24 +113,25 @@ def test_vocabularies_need_their_sources(domains):
 def test_text_streams_hold_bare_names_and_prompts_by_class_id(tmp_path):
     store = FeatureStore.open(tmp_path / "store", create=True)
     vocabularies = {"epic100": {"noun": ["board:chopping", "tap"]}}
-    written = write_text_streams(store, "tiny", vocabularies)
-    assert written == {"epic100/noun-xmic": "tiny/text/epic100/noun-xmic",
-                       "epic100/noun-zeroshot": "tiny/text/epic100/noun-zeroshot"}
     tiny = create_encoder("tiny")
-    bare, texts = load_class_text(store, written["epic100/noun-xmic"])
+    written = write_vocabulary_texts(store, tiny, vocabularies)
+    assert written == {"epic100/noun-names": "tiny/text/epic100/noun-names",
+                       "epic100/noun-prompts": "tiny/text/epic100/noun-prompts"}
+    bare, texts = load_class_text(store, written["epic100/noun-names"])
     assert texts == ["chopping board", "tap"]
     np.testing.assert_allclose(bare.numpy(), tiny.encode_text(texts), rtol=1e-5, atol=1e-6)
-    prompts, _ = load_class_text(store, written["epic100/noun-zeroshot"])
+    prompts, _ = load_class_text(store, written["epic100/noun-prompts"])
     expected = class_prompt_embeddings(tiny, texts, ["a photo of a {}"])
     np.testing.assert_allclose(prompts.numpy(), expected, rtol=1e-5, atol=1e-6)
-    info = store.stream(written["epic100/noun-zeroshot"]).info
-    assert info.provenance["template"] == "a photo of a {}" and not info.provenance["normalized"]
+    info = store.stream(written["epic100/noun-prompts"]).info
+    assert info.provenance["templates"] == ["a photo of a {}"] and not info.provenance["normalized"]
     # writing again keeps the streams; another template is another stream
-    assert write_text_streams(store, "tiny", vocabularies) == written
-    other = write_text_streams(store, "tiny", vocabularies, zero_shot_templates={"epic100": "{} now"})
-    assert other["epic100/noun-zeroshot"].startswith("tiny/text/epic100/noun-zeroshot-")
-    assert text_stream_name("tiny", "ego4d", "verb", "zeroshot", "a photo of a {} action") == (
-        "tiny/text/ego4d/verb-zeroshot")
+    assert write_vocabulary_texts(store, tiny, vocabularies) == written
+    other = write_class_texts(store, tiny, "epic100", "noun", ["board:chopping", "tap"],
+                              templates=["{} now"])
+    assert other.startswith("tiny/text/epic100/noun-prompts-")
+    assert class_text_stream("tiny", "ego4d", "verb", text_style("ego4d", ["a photo of a {} action"])) == (
+        "tiny/text/ego4d/verb-prompts")
 
 
 # ---- sampling and data ------------------------------------------------------------------------
@@ -182,7 +182,8 @@ def test_load_domain_labels_segments_by_name_when_class_ids_are_missing(tmp_path
     with stream.part_writer("p") as writer:
         for i, segment in enumerate(["v_1", "v_2", "v_3"]):
             writer.add(segment, "v", np.full((4, 2), i, np.float32))
-    data = load_domain(store, "ego4d", "val", ["e/hand"], {"noun": ["bowl", "nut_(food)"]})
+    data = load_head_data(store, ["e/hand"], tasks=["noun"], splits=["val"], dataset="ego4d",
+                          vocabularies={"noun": ["bowl", "nut_(food)"]})
     assert data.labels["noun"].tolist() == [1, 0, -1]
     assert data.features["e/hand"].shape == (3, 4, 2) and data.num_classes == {"noun": 2}
 
@@ -224,12 +225,14 @@ def test_registered_head_matches_the_published_size():
     assert count == sum(p.numel() for p in reference.parameters()) == 3_594_657
 
 
-def test_recipe_overrides_apply_to_xmic_without_a_config_file(tmp_path):
-    overrides = recipe_overrides("xmic", None, ["trainer.epochs=2"])
-    assert "trainer.lr=0.0005" in overrides and "trainer.betas=[0.9, 0.98]" in overrides
-    assert overrides[-1] == "trainer.epochs=2"  # the user's overrides come last, and win
-    assert recipe_overrides("mlp", None, ["a.b=1"]) == ["a.b=1"]
-    assert recipe_overrides("xmic", tmp_path / "c.toml", []) == []
+def test_the_xmic_task_starts_from_the_xmic_recipe(tmp_path):
+    config = load_config(None, ["head.name=xmic", "trainer.epochs=2"])
+    assert (config.trainer.lr, config.trainer.betas, config.trainer.schedule) == (5e-4, (0.9, 0.98), "constant")
+    assert config.trainer.epochs == 2  # the user's settings come last, and win
+    assert load_config(None, ["head.name=mlp"]).trainer.lr == 1e-3  # other heads: the defaults
+    (tmp_path / "c.toml").write_text("[head]\nname = 'xmic'\n[trainer]\nlr = 0.01\n")
+    from_file = load_config(tmp_path / "c.toml")
+    assert from_file.trainer.lr == 0.01 and from_file.trainer.warmup_lr == XMIC_TRAINER["warmup_lr"]
 
 
 # ---- the cross-dataset pipeline ---------------------------------------------------------------
@@ -263,7 +266,7 @@ def test_xmic_beats_zero_shot_on_novel_classes_end_to_end(domains, tmp_path):
 
 
 def test_selection_on_the_target_val_set_is_labelled_and_used(domains, tmp_path):
-    report = run_xmic(fast_options(domains["store"], tmp_path, tasks=("noun",), epochs=3,
+    report = run_xmic(fast_options(domains["store"], tmp_path, tasks=["noun"], epochs=3,
                                    selection="target-val", linear_probe=False))
     assert "optimistic" in report["selection"]
     history = [json.loads(line) for line in (tmp_path / "xmic-noun" / "metrics.jsonl").open()]
@@ -274,9 +277,9 @@ def test_selection_on_the_target_val_set_is_labelled_and_used(domains, tmp_path)
 
 def test_bad_runs_are_refused(domains, tmp_path):
     with pytest.raises(ValueError, match="cross datasets"):
-        XMICRunOptions(store=tmp_path, out=tmp_path, source="a", target="a", encoder="tiny")
-    with pytest.raises(ValueError, match="--select"):
-        XMICRunOptions(store=tmp_path, out=tmp_path, encoder="tiny", selection="best")
+        XMICRunConfig(store=tmp_path, out=tmp_path, source="a", target="a", encoder="tiny")
+    with pytest.raises(ValueError, match="selection"):
+        XMICRunConfig(store=tmp_path, out=tmp_path, encoder="tiny", selection="best")
     with pytest.raises(KeyError, match="no stream 'clip/hand'"):
         run_xmic(fast_options(domains["store"], tmp_path, encoder=None, classified="clip/hand"))
 
@@ -290,8 +293,8 @@ def test_cli_text_streams_then_train_head_xmic_then_eval(domains, tmp_path):
                                  "--source", SOURCE, "--target", TARGET, "--encoder", "tiny",
                                  "--text-only", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["text_streams"][f"{SOURCE}/noun-xmic"] == (
-        f"tiny/text/{SOURCE}/noun-xmic")
+    assert json.loads(result.stdout)["text_streams"][f"{SOURCE}/noun-names"] == (
+        f"tiny/text/{SOURCE}/noun-names")
     args = ["train", "--store", store, "--stream", "tiny/hand,tiny/full", "--head", "xmic",
             "--task", "noun", "--set", f"data.dataset={SOURCE}", "--epochs", "2", "--device", "cpu",
             "--out", str(tmp_path / "run"), "--json"]
@@ -343,4 +346,4 @@ def test_run_chains_extraction_jobs_from_videos(tmp_path):
     assert FeatureStore.open(store).stream("tiny/hand").info.frames_per_row == 8
     assert report["rows"]["target_eval"] == 12
     assert report["tasks"]["noun"]["splits"] == {"exact": {"shared": 5, "novel": 1}}
-    assert report["text_streams"]["kitchen-b/noun-xmic"] == "tiny/text/kitchen-b/noun-xmic"
+    assert report["text_streams"]["kitchen-b/noun-names"] == "tiny/text/kitchen-b/noun-names"

@@ -20,17 +20,19 @@ from .epic import (
     mean_class_accuracy,
     per_class_accuracy,
 )
-from .mir import mir_map, mir_metrics, mir_ndcg, mir_relevancy, mir_relevancy_blocks
-from .results import Results, fuse_results, load_results, save_results
-from .safe_pickle import UnsafePickleError
+from .mir import mir_map, mir_metrics, mir_ndcg, mir_relevancy, mir_relevancy_blocks, score_mir
+from .predictions import Predictions, fuse_predictions, load_predictions, save_predictions
+from .results import UnsafePickleError
+from .scoring import UNLABELLED, score, score_predictions
 from .submission import write_submission
 
 __all__ = [
     "ACTION_ID_BASE",
     "NOUN_CLASSES",
     "VERB_CLASSES",
+    "UNLABELLED",
+    "Predictions",
     "ReliabilityBins",
-    "Results",
     "UnsafePickleError",
     "action_scores",
     "charades_average_precision",
@@ -39,9 +41,9 @@ __all__ = [
     "egomcq_accuracy",
     "epic_action_metrics",
     "expected_calibration_error",
-    "fuse_results",
+    "fuse_predictions",
     "harmonic_mean",
-    "load_results",
+    "load_predictions",
     "mean_class_accuracy",
     "mir_map",
     "mir_metrics",
@@ -50,7 +52,10 @@ __all__ = [
     "mir_relevancy_blocks",
     "per_class_accuracy",
     "reliability_bins",
-    "save_results",
+    "save_predictions",
+    "score",
+    "score_mir",
+    "score_predictions",
     "shared_novel_metrics",
     "write_submission",
 ]

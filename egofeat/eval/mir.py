@@ -212,3 +212,19 @@ def mir_metrics(similarity: np.ndarray, relevancy: np.ndarray) -> dict[str, floa
     metrics["map_avg"] = (metrics["map_v2t"] + metrics["map_t2v"]) / 2
     metrics["ndcg_avg"] = (metrics["ndcg_v2t"] + metrics["ndcg_t2v"]) / 2
     return {key: metrics[key] for key in sorted(metrics)}
+
+
+def score_mir(similarity: np.ndarray, relevancy: np.ndarray) -> tuple[dict[str, float], dict[str, int]]:
+    """:func:`mir_metrics`, leaving out videos and captions without any item of relevancy 1.
+
+    Their AP is undefined (the official split has none). Returns the metrics and the counts left
+    out (``videos_without_match``, ``captions_without_match``).
+    """
+    rows = (relevancy == 1).any(axis=1)
+    columns = (relevancy[rows] == 1).any(axis=0)
+    if not (rows.all() and columns.all()):
+        similarity = similarity[np.ix_(rows, columns)]
+        relevancy = relevancy[np.ix_(rows, columns)]
+    dropped = {"videos_without_match": int((~rows).sum()),
+               "captions_without_match": int((~columns).sum())}
+    return mir_metrics(similarity, relevancy), dropped

@@ -1,8 +1,7 @@
-"""Per-segment verb/noun outputs ("results files"): our format, the EPIC baselines' format, fusion.
+"""EPIC-KITCHENS results files: verb/noun scores per narration id, for interoperability.
 
-Our format is a numpy ``.npz`` (read with ``np.load(path, allow_pickle=False)``) holding
-``narration_id`` (unicode strings, N), ``verb_output`` (float32 N × V) and ``noun_output``
-(float32 N × M): raw, pre-softmax logits.
+egofeat's own format is :mod:`egofeat.eval.predictions`; this module reads and writes the
+layouts other tools use, as plain ``(narration ids, verb scores, noun scores)``:
 
 The EPIC-KITCHENS baselines write ``.pkl`` or ``.pt`` files (``pickle.dump`` or
 ``torch.save``) in one of two layouts (``reference/formats.md`` §3.1)::
@@ -10,90 +9,125 @@ The EPIC-KITCHENS baselines write ``.pkl`` or ``.pt`` files (``pickle.dump`` or
     {"verb_output": float32[N, 97], "noun_output": float32[N, 300], "narration_id": str[N], ...}
     [{"verb_output": float[97], "noun_output": float[300], "narration_id": str, ...}, ...]
 
-:func:`load_results` reads both layouts without executing pickled code (see
-:mod:`egofeat.eval.safe_pickle`; zip-format torch files go through
-``torch.load(weights_only=True)``). :func:`save_results` writes ``.npz``, or ``.pkl`` in the
-EPIC dict layout for the official scorer.
+and an ``.npz`` (``np.load(path, allow_pickle=False)``) holds the same three arrays.
+:func:`read_results_file` reads all of them without executing pickled code (see
+the numpy allowlist below; zip-format torch files go through
+``torch.load(weights_only=True)``). :func:`write_results_file` writes ``.npz``, or ``.pkl`` in
+the EPIC dict layout for the official scorer.
 """
 
 from __future__ import annotations
 
+import builtins
+import codecs
+import collections
 import os
 import pickle
 import zipfile
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from .safe_pickle import UnsafePickleError, load_pickle, torch_safe_globals
+from egofeat._util.safe_pickle import UnsafePickleError, restricted_load
 
 _KEYS = ("narration_id", "verb_output", "noun_output")
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a non-zip torch.save file
 
 
-@dataclass(frozen=True)
-class Results:
-    """Verb and noun logits of N segments, keyed by narration id.
+__all__ = ["UnsafePickleError", "allowed_globals", "load_pickle", "read_results_file", "write_results_file"]
 
-    Attributes:
-        narration_ids: N unique segment ids, e.g. ``"P01_11_0"``.
-        verb_output: float32 (N, V) pre-softmax verb scores (V = 97 for EPIC-100).
-        noun_output: float32 (N, M) pre-softmax noun scores (M = 300 for EPIC-100).
+# ---- pickles of numpy arrays and plain containers, read without running code -------------
+
+_BUILTINS = (
+    "bool",
+    "bytearray",
+    "bytes",
+    "complex",
+    "dict",
+    "float",
+    "frozenset",
+    "int",
+    "list",
+    "set",
+    "str",
+    "tuple",
+)
+
+
+@cache
+def allowed_globals() -> dict[str, object]:
+    """The globals a numpy-array pickle may use, keyed by ``"module.name"`` as pickles spell them.
+
+    numpy's pickling helpers are taken from numpy's own ``__reduce__`` results (so they are
+    right for the installed numpy) and listed under both the numpy 1 (``numpy.core``) and the
+    numpy 2 (``numpy._core``) module paths, so pickles written by either version load.
     """
-
-    narration_ids: list[str]
-    verb_output: np.ndarray
-    noun_output: np.ndarray
-
-    def __post_init__(self) -> None:
-        ids = [_as_str(i, position) for position, i in enumerate(self.narration_ids)]
-        verb = _logit_block("verb_output", self.verb_output, len(ids))
-        noun = _logit_block("noun_output", self.noun_output, len(ids))
-        if len(set(ids)) != len(ids):
-            repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
-            raise ValueError(f"narration ids must be unique; repeated: {repeated[:10]}")
-        object.__setattr__(self, "narration_ids", ids)
-        object.__setattr__(self, "verb_output", verb)
-        object.__setattr__(self, "noun_output", noun)
-
-    def __len__(self) -> int:
-        return len(self.narration_ids)
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    scalar = np.float64(0).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    allowed: dict[str, object] = {
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
+        "_codecs.encode": codecs.encode,  # bytes inside protocol-2 pickles
+        "collections.OrderedDict": collections.OrderedDict,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[f"{core}.multiarray._reconstruct"] = reconstruct
+        allowed[f"{core}.multiarray.scalar"] = scalar
+        allowed[f"{core}.numeric._frombuffer"] = frombuffer
+    for name in _BUILTINS:
+        allowed[f"builtins.{name}"] = getattr(builtins, name)
+    return allowed
 
 
-def _as_str(value: object, position: int) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if not isinstance(value, str):
-        raise ValueError(
-            f"narration id #{position} is {value!r} ({type(value).__name__}), not a string"
-        )
-    return str(value)
+def torch_safe_globals() -> list[object]:
+    """The same allowlist, in the form ``torch.serialization.safe_globals`` takes.
+
+    torch's ``weights_only`` unpickler also checks the class of every object whose state it
+    sets, so the dtype classes of bool, numeric, string and object arrays are added.
+    """
+    numpy_names = [(obj, name) for name, obj in allowed_globals().items() if "numpy" in name]
+    dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGSUO"}
+    return [*numpy_names, *dtype_classes]
 
 
-def _logit_block(name: str, value: object, n_rows: int) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float32)
-    if array.ndim != 2 or array.shape[0] != n_rows:
-        raise ValueError(f"{name} must have shape ({n_rows}, classes), got {array.shape}")
-    return array
+_HINT = (
+    "Results files must hold only numpy arrays, lists, dicts and strings; re-save them as such "
+    "(e.g. with egofeat.eval.save_predictions)."
+)
 
 
-def save_results(results: Results, path: str | Path) -> Path:
-    """Write ``results`` to ``path``: ``.npz`` (our format) or ``.pkl`` (EPIC dict layout).
+def load_pickle(path: str | Path) -> object:
+    """Unpickle ``path``, allowing only numpy arrays/scalars and builtin containers.
+
+    Raises:
+        UnsafePickleError: the pickle names any other global; nothing of it was executed.
+    """
+    return restricted_load(path, allowed_globals(), hint=_HINT,
+                           allowed_what="a numpy array/scalar helper or a builtin container")
+
+
+ResultsArrays = tuple[list, np.ndarray, np.ndarray]
+"""``(narration ids, verb scores, noun scores)`` as a file holds them: the caller validates them
+(:class:`~egofeat.eval.predictions.Predictions`)."""
+
+
+def write_results_file(
+    narration_ids: Sequence[str], verb_output: np.ndarray, noun_output: np.ndarray, path: str | Path
+) -> Path:
+    """Write scores to ``path``: ``.npz`` or ``.pkl`` (EPIC dict layout).
 
     The file is written beside its final name and renamed into place, so a reader never sees
     a half-written file.
     """
     path = Path(path)
     if path.suffix not in (".npz", ".pkl"):
-        raise ValueError(f"{path}: results are saved as .npz (ours) or .pkl (EPIC layout)")
-    arrays = {
-        "narration_id": np.asarray(results.narration_ids, dtype=str),
-        "verb_output": results.verb_output,
-        "noun_output": results.noun_output,
-    }
+        raise ValueError(f"{path}: results files are .npz or .pkl (EPIC layout)")
+    arrays = {"narration_id": np.asarray(list(narration_ids), dtype=str),
+              "verb_output": np.asarray(verb_output, dtype=np.float32),
+              "noun_output": np.asarray(noun_output, dtype=np.float32)}
     partial = path.with_name(f".{path.name}.partial")
     with partial.open("wb") as file:
         if path.suffix == ".npz":
@@ -104,8 +138,8 @@ def save_results(results: Results, path: str | Path) -> Path:
     return path
 
 
-def load_results(path: str | Path) -> Results:
-    """Read a results file: our ``.npz``, or an EPIC ``.pkl`` / ``.pt`` in either layout.
+def read_results_file(path: str | Path) -> ResultsArrays:
+    """Read a results file: an ``.npz``, or an EPIC ``.pkl`` / ``.pt`` in either layout.
 
     Raises:
         UnsafePickleError: a pickle refers to anything but numpy arrays and containers.
@@ -117,7 +151,7 @@ def load_results(path: str | Path) -> Results:
             missing = [k for k in _KEYS if k not in data.files]
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing}; it has {data.files}")
-            return Results(data["narration_id"].tolist(), data["verb_output"], data["noun_output"])
+            return data["narration_id"].tolist(), data["verb_output"], data["noun_output"]
     if path.suffix == ".pkl":
         return _from_epic_layout(load_pickle(path), path)
     if path.suffix == ".pt":
@@ -128,7 +162,7 @@ def load_results(path: str | Path) -> Results:
         if isinstance(content, int) and content == _LEGACY_TORCH_MAGIC:
             content = _torch_load(path)
         return _from_epic_layout(content, path)
-    raise ValueError(f"{path}: unknown results suffix {path.suffix!r}; use .npz, .pkl or .pt")
+    raise ValueError(f"{path}: unknown results suffix {path.suffix!r}; use .parquet, .npz, .pkl or .pt")
 
 
 def _torch_load(path: Path) -> object:
@@ -144,7 +178,7 @@ def _torch_load(path: Path) -> object:
         ) from None
 
 
-def _from_epic_layout(content: object, source: Path) -> Results:
+def _from_epic_layout(content: object, source: Path) -> ResultsArrays:
     if isinstance(content, dict):
         missing = [k for k in _KEYS if k not in content]
         if missing:
@@ -152,7 +186,7 @@ def _from_epic_layout(content: object, source: Path) -> Results:
                 f"{source}: dict layout lacks keys {missing}; it has {sorted(map(str, content))}"
             )
         ids = np.asarray(content["narration_id"]).reshape(-1).tolist()
-        return Results(ids, _numpy(content["verb_output"]), _numpy(content["noun_output"]))
+        return ids, _numpy(content["verb_output"]), _numpy(content["noun_output"])
     if isinstance(content, (list, tuple)):
         for position, entry in enumerate(content):
             if not isinstance(entry, dict) or any(k not in entry for k in _KEYS):
@@ -167,7 +201,7 @@ def _from_epic_layout(content: object, source: Path) -> Results:
                     f"{source}: list layout entry #{position} has {v.size} verb / {n.size} noun "
                     f"scores, entry #0 has {verb[0].size} / {noun[0].size}"
                 )
-        return Results(
+        return (
             [e["narration_id"] for e in content],
             np.stack(verb) if verb else np.zeros((0, 0), np.float32),
             np.stack(noun) if noun else np.zeros((0, 0), np.float32),
@@ -183,47 +217,3 @@ def _numpy(value: object) -> np.ndarray:
     if detach is not None:
         value = detach().cpu().float()  # float() also covers bfloat16, which numpy lacks
     return np.asarray(value, dtype=np.float32)
-
-
-def fuse_results(results: Sequence[Results]) -> Results:
-    """Late fusion: the elementwise mean of the pre-softmax logits of several results files.
-
-    Rows are aligned by narration id; the output follows the first file's row order.
-
-    Raises:
-        ValueError: the files cover different segments (the ids missing on either side are
-            listed) or have different numbers of classes.
-    """
-    if not results:
-        raise ValueError("fuse_results needs at least one Results")
-    first = results[0]
-    reference_ids = set(first.narration_ids)
-    verb_sum = first.verb_output.astype(np.float64)
-    noun_sum = first.noun_output.astype(np.float64)
-    for position, other in enumerate(results[1:], start=1):
-        if other.verb_output.shape[1:] != first.verb_output.shape[1:] or (
-            other.noun_output.shape[1:] != first.noun_output.shape[1:]
-        ):
-            raise ValueError(
-                f"results[{position}] has {other.verb_output.shape[1]} verb / "
-                f"{other.noun_output.shape[1]} noun classes, results[0] has "
-                f"{first.verb_output.shape[1]} / {first.noun_output.shape[1]}"
-            )
-        other_ids = set(other.narration_ids)
-        if other_ids != reference_ids:
-            only_first = sorted(reference_ids - other_ids)
-            only_other = sorted(other_ids - reference_ids)
-            raise ValueError(
-                f"results[0] and results[{position}] cover different segments: "
-                f"{len(only_first)} only in results[0] {only_first[:10]}, "
-                f"{len(only_other)} only in results[{position}] {only_other[:10]}"
-            )
-        row_of = {narration_id: row for row, narration_id in enumerate(other.narration_ids)}
-        order = np.fromiter((row_of[i] for i in first.narration_ids), np.int64, len(first))
-        verb_sum += other.verb_output[order]
-        noun_sum += other.noun_output[order]
-    return Results(
-        list(first.narration_ids),
-        (verb_sum / len(results)).astype(np.float32),
-        (noun_sum / len(results)).astype(np.float32),
-    )

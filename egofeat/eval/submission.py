@@ -21,19 +21,24 @@ from pathlib import Path
 import numpy as np
 
 from .epic import NOUN_CLASSES, VERB_CLASSES
-from .results import Results
+from .predictions import Predictions
 
 SUBMISSION_VERSION = "0.2"
 CHALLENGE = "action_recognition"
 
 
 def write_submission(
-    results: Results, path_zip: str | Path, *, sls_pt: int = 2, sls_tl: int = 3, sls_td: int = 4
+    predictions: Predictions,
+    path_zip: str | Path,
+    *,
+    sls_pt: int = 2,
+    sls_tl: int = 3,
+    sls_td: int = 4,
 ) -> Path:
-    """Write the challenge zip for ``results`` (97 verb and 300 noun scores per segment).
+    """Write the challenge zip for ``predictions`` (97 verb and 300 noun scores per segment).
 
     Args:
-        results: outputs on the test segments.
+        predictions: outputs on the test segments (verb and noun logits).
         path_zip: where to write the ``.zip``.
         sls_pt, sls_tl, sls_td: scale-of-supervision levels, integers 0–5 (defaults as the
             official ``create_submission.py``).
@@ -45,17 +50,24 @@ def write_submission(
             or not (0 <= level <= 5)
         ):
             raise ValueError(f"{name} must be an integer from 0 to 5, got {level!r}")
-    widths = (results.verb_output.shape[1], results.noun_output.shape[1])
+    missing = [task for task in ("verb", "noun") if task not in predictions.logits]
+    if missing:
+        raise ValueError(
+            f"a submission needs verb and noun scores; these predictions lack {missing}: "
+            "train with --task verb,noun"
+        )
+    verb_output, noun_output = predictions.logits["verb"], predictions.logits["noun"]
+    widths = (verb_output.shape[1], noun_output.shape[1])
     if widths != (VERB_CLASSES, NOUN_CLASSES):
         raise ValueError(
             f"a submission needs {VERB_CLASSES} verb and {NOUN_CLASSES} noun scores per segment, "
             f"got {widths[0]} and {widths[1]}"
         )
-    for name, block in (("verb_output", results.verb_output), ("noun_output", results.noun_output)):
+    for name, block in (("verb_output", verb_output), ("noun_output", noun_output)):
         if not np.isfinite(block).all():
             row = int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])
             raise ValueError(
-                f"{name} of segment {results.narration_ids[row]} has NaN/inf scores; "
+                f"{name} of segment {predictions.segment_ids[row]} has NaN/inf scores; "
                 "JSON cannot carry them"
             )
 
@@ -73,9 +85,9 @@ def write_submission(
                 "noun": dict(zip(noun_keys, noun, strict=True)),
             }
             for narration_id, verb, noun in zip(
-                results.narration_ids,
-                results.verb_output.astype(np.float64).tolist(),
-                results.noun_output.astype(np.float64).tolist(),
+                predictions.segment_ids,
+                verb_output.astype(np.float64).tolist(),
+                noun_output.astype(np.float64).tolist(),
                 strict=True,
             )
         },

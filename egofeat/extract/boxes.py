@@ -17,9 +17,8 @@ Boxes are ``(left, top, right, bottom)`` normalized to ``[0, 1]`` of the frame's
 
 from __future__ import annotations
 
-import io
+import codecs
 import math
-import pickle
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from egofeat._util.safe_pickle import restricted_load
 from egofeat.extract.plan import epic_frame_rate, frame_number_at
 
 __all__ = [
@@ -295,20 +295,9 @@ def decode_detections(payload: bytes) -> FrameDetections:
 # ---------------------------------------------------------------------------------------------
 
 
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and bytes; refuses to look up any class or function."""
-
-    def find_class(self, module: str, name: str) -> object:
-        # Python 3 writes bytes under pickle protocols 0-2 as _codecs.encode(str, "latin1"):
-        # a pure data conversion, so it is the one global admitted.
-        if (module, name) == ("_codecs", "encode"):
-            import _codecs
-
-            return _codecs.encode
-        raise pickle.UnpicklingError(
-            f"refusing to load global {module}.{name}: hand-object pickles hold only a list "
-            "of bytes, and anything else could run code"
-        )
+#: Python 3 writes bytes under pickle protocols 0-2 as ``_codecs.encode(str, "latin1")``: a pure
+#: data conversion, so it is the one global a hand-object pickle (a list of bytes) may name.
+_DETECTION_GLOBALS = {"_codecs.encode": codecs.encode}
 
 
 def load_detection_payloads(path: str | Path) -> list[bytes]:
@@ -319,7 +308,8 @@ def load_detection_payloads(path: str | Path) -> list[bytes]:
     except FileNotFoundError:
         raise FileNotFoundError(f"hand-object detections file {path} does not exist") from None
     try:
-        payloads = _DataOnlyUnpickler(io.BytesIO(data)).load()
+        payloads = restricted_load(data, _DETECTION_GLOBALS, source=str(path),
+                                   allowed_what="needed by a hand-object pickle (a list of bytes)")
     except Exception as error:  # any malformed or hostile pickle
         raise ValueError(f"cannot read hand-object detections {path}: {error}") from None
     if not isinstance(payloads, list) or not all(

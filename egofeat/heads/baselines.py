@@ -2,22 +2,29 @@
 
 Its predictions have the same layout as the torch heads' (task -> logits ``(N, C_task)``), so
 ``egofeat.eval`` scores them the same way. It trains on the CPU in one call, without
-epochs, and is the number a new head has to beat.
+epochs, and is the number a new head has to beat. As the ``logreg`` task
+(``egofeat train --head logreg``), the fitted model folds into an ordinary ``linear`` head
+checkpoint, so `egofeat eval` and `predict` treat it like any run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from egofeat.heads.checkpoint import Checkpoint, save_checkpoint
 from egofeat.heads.data import HeadData
-from egofeat.heads.registry import create_head, register_head
+from egofeat.heads.registry import create_head, register_head, register_task
+from egofeat.heads.tasks import Task
+from egofeat.heads.trainer import BEST_CHECKPOINT, FitResult
 
-__all__ = ["UNSEEN_CLASS_LOGIT", "LogisticRegressionBaseline", "time_mean_features"]
+__all__ = ["UNSEEN_CLASS_LOGIT", "LogRegTask", "LogisticRegressionBaseline", "time_mean_features"]
 
 UNSEEN_CLASS_LOGIT = -1e9
 """Logit given to classes absent from the training labels (they rank last)."""
@@ -95,11 +102,52 @@ class LogisticRegressionBaseline:
         return outputs
 
 
-@register_head("logreg")
+def fold_into_linear(baseline: LogisticRegressionBaseline, model: nn.Module) -> nn.Module:
+    """Copy a fitted baseline into a ``linear`` head: the scaler folds into the weights
+    (``W' = W / sigma``, ``b' = b - W' mu``); classes never seen in training get
+    :data:`UNSEEN_CLASS_LOGIT` as their bias."""
+    mean, scale = baseline.scaler.mean_, baseline.scaler.scale_
+    with torch.no_grad():
+        for task, layer in model.classifier.tasks.items():
+            sk = baseline.models[task]
+            weight = np.zeros((layer.out_features, layer.in_features))
+            bias = np.full(layer.out_features, UNSEEN_CLASS_LOGIT, dtype=np.float64)
+            coef, intercept = sk.coef_, sk.intercept_
+            if coef.shape[0] == 1:  # binary: sklearn keeps only classes_[1]'s score
+                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])
+            weight[sk.classes_] = coef / scale
+            bias[sk.classes_] = intercept - (coef / scale) @ mean
+            layer.weight.copy_(torch.from_numpy(weight))
+            layer.bias.copy_(torch.from_numpy(bias))
+    return model.eval()
+
+
+@register_task("logreg")
+class LogRegTask(Task):
+    """The scikit-learn reference, fitted in one call and saved as a ``linear`` head."""
+
+    def fit(self, model: nn.Module, train: HeadData, val: HeadData | None, *,
+            run_dir: str | Path | None = None, resume: bool = False) -> FitResult:
+        config = self.config
+        options = dict(config.head.kwargs)
+        baseline = LogisticRegressionBaseline(config.trainer.tasks, C=float(options.pop("C", 1.0)),
+                                              seed=config.trainer.seed).fit(train)
+        fold_into_linear(baseline, model)
+        if run_dir is not None:
+            checkpoint = Checkpoint(model_state=model.state_dict(), head=model.head_spec,
+                                    config=config.to_dict(), class_names=train.class_names or {},
+                                    provenance=train.provenance, epoch=1)
+            save_checkpoint(Path(run_dir) / BEST_CHECKPOINT, checkpoint)
+        return FitResult(history=[], best_epoch=1, best_score=None, stopped_early=False,
+                         run_dir=Path(run_dir) if run_dir is not None else None)
+
+
+@register_head("logreg", task="logreg")
 def logreg(*, in_dims, num_frames, num_classes, C: float = 1.0) -> nn.Module:
     """scikit-learn LogisticRegression reference, fitted in one call by ``egofeat train``.
 
     This entry builds the ``linear`` head its fitted weights fold into (standardization
     included), so ``--head logreg`` runs are ordinary linear-probe checkpoints afterwards.
     """
+    del C  # the fitting option, read by the logreg task
     return create_head("linear", in_dims=in_dims, num_frames=num_frames, num_classes=num_classes)

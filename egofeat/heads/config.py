@@ -1,4 +1,4 @@
-"""Run configuration for heads: which head, how to train it, on which streams.
+"""Run configuration for heads: which head, how to train it, on which streams (pydantic models).
 
 A config file (TOML or YAML) has up to three tables; every key is optional::
 
@@ -13,374 +13,273 @@ A config file (TOML or YAML) has up to three tables; every key is optional::
     [data]                 # DataConfig fields
     streams = ["clip-vit-b16/full", "clip-vit-b16/hand"]
 
-Command-line style overrides (``"trainer.epochs=5"``, ``"head.hidden=512"``) are applied on
-top and parsed to the type of the field they set (``none`` / ``null`` for optional fields,
-``[0.9, 0.99]`` or ``0.9,0.99`` for sequences). Unknown tables, fields and head options are
-errors that list the valid ones.
+``--set``-style overrides (``"trainer.epochs=5"``, ``"head.hidden=512"``) apply on top, each
+read as the type of the field it sets (see :mod:`egofeat._util.settings`). Unknown tables,
+fields and head options are errors that list the valid ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import inspect
 import os
-import sys
-import types
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-from egofeat.heads.registry import head_entrypoint, head_kwargs
+from egofeat._util.settings import (
+    ConfigError,
+    apply_overrides,
+    build,
+    describe_errors,
+    merge_settings,
+    read_settings_file,
+    set_path,
+)
+from egofeat.heads.registry import head_entrypoint, head_kwargs, head_task, task_class
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "HeadConfig",
     "RunConfig",
+    "TaskConfig",
     "TrainConfig",
     "load_config",
 ]
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message says where and why."""
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Settings):
     """How the trainer runs (see :class:`egofeat.heads.trainer.Trainer`).
 
-    The learning rate warms up linearly over ``warmup_epochs`` then follows a cosine down to
-    ``lr * min_lr_ratio``, updated every step. Early stopping watches ``monitor`` (a key of the
-    per-epoch metrics, e.g. ``val_top1_mean`` or ``val_loss``; names ending in ``loss`` are
-    minimised, others maximised) and stops after ``patience`` epochs without improvement
-    (``None`` disables it).
+    The learning rate warms up linearly from ``warmup_lr`` over ``warmup_epochs``, then follows
+    ``schedule``: ``cosine`` down to ``lr * min_lr_ratio``, ``linear`` decay to it, or
+    ``constant``; it is updated every optimizer step, or once per epoch with
+    ``step_on_epochs`` (timm's schedulers). Weight decay skips biases and norm scales unless
+    ``decay_all_parameters``. Early stopping watches ``monitor`` (a key of the per-epoch
+    metrics; names ending in ``loss`` are minimised, others maximised; ``None``: the task's
+    default) and stops after ``patience`` epochs without improvement (``None`` disables it).
 
     ``precision``: ``"auto"`` runs bf16 autocast where the hardware multiplies bf16 natively
     (CUDA, CPUs with AMX) and fp32 elsewhere; ``"fp32"`` / ``"bf16"`` force one. There are no
     loader workers: batches are gathered from in-RAM tensors by indexing.
     """
 
-    epochs: int = 20
-    batch_size: int = 512
-    eval_batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(512, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    decay_all_parameters: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 5.0
-    label_smoothing: float = 0.0
-    tasks: tuple[str, ...] = ("verb", "noun")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    warmup_lr: float = Field(0.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    step_on_epochs: bool = False
+    grad_clip: float | None = Field(5.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    tasks: tuple[str, ...] = Field(("verb", "noun"), min_length=1)
     seed: int = 0
-    patience: int | None = 5
-    monitor: str = "val_top1_mean"
+    patience: int | None = Field(5, ge=1)
+    monitor: str | None = None
     restore_best: bool = True
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_threads: int | None = None
+    num_threads: int | None = Field(None, ge=1)
     features_on_device: bool = True
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "lr": self.lr > 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "tasks": len(self.tasks) > 0,
-            "patience": self.patience is None or self.patience >= 1,
-            "precision": self.precision in ("auto", "fp32", "bf16"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = {name: getattr(self, name) for name in bad}
-            raise ConfigError(f"invalid trainer settings {values}")
+
+class _Named(BaseModel):
+    """A registered name and the options it takes (the model's extra keys)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options (everything but the name)."""
+        return dict(self.model_extra or {})
+
+    @classmethod
+    def option_types(cls, name: Any) -> dict[str, Any]:
+        """Option name -> annotation of what ``name`` names (KeyError when nothing does)."""
+        raise KeyError(name)
+
+    @classmethod
+    def extra_field_types(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Option name -> annotation, for typing ``--set`` overrides (unknown name: none)."""
+        try:
+            return cls.option_types(values.get("name", cls.model_fields["name"].default))
+        except KeyError:
+            return {}
 
 
-@dataclass
-class HeadConfig:
-    """A registered head name and its options (see ``egofeat.heads.list_heads``)."""
+class HeadConfig(_Named):
+    """A registered head name and its options (see ``egofeat heads``), checked against the head's
+    signature: unknown options are refused, values typed by its annotations."""
 
     name: str = "linear"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The head's options (everything but its name), as its factory takes them."""
+        return self.options
+
+    @classmethod
+    def option_types(cls, name: Any) -> dict[str, Any]:
+        return _head_options(str(name))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_options(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        name = data.get("name", "linear")
+        try:
+            options = _head_options(name)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        typed = {"name": name}
+        for key, value in data.items():
+            if key == "name":
+                continue
+            if key not in options:
+                raise ValueError(
+                    f"head {name!r} has no option {key!r}; it accepts {sorted(options)}"
+                )
+            try:
+                typed[key] = TypeAdapter(options[key]).validate_python(value)
+            except ValidationError as error:
+                raise ValueError(f"head.{key}: {describe_errors(error, cls)}") from None
+        return typed
 
 
-@dataclass
-class DataConfig:
-    """Which streams and splits a run trains and validates on."""
+class TaskConfig(_Named):
+    """The training task (see ``egofeat.heads.tasks``) and its options; ``name`` defaults to
+    the head's task (``classification`` for most heads). Options are checked by the task's
+    ``Options`` model when the run config is built."""
 
-    streams: list[str] = field(default_factory=list)
+    name: str | None = None
+
+    @classmethod
+    def option_types(cls, name: Any) -> dict[str, Any]:
+        options = task_class(str(name)).Options
+        return {key: field.annotation for key, field in options.model_fields.items()}
+
+
+class DataConfig(_Settings):
+    """Which streams and splits a run trains and validates on.
+
+    ``val_split`` is the split early stopping and the reported metrics use; when the store
+    lacks it, ``holdout`` of the train videos is held out instead (``0``: no validation).
+    """
+
+    streams: list[str] = Field(default_factory=list)
     dataset: str | None = None
     train_split: str = "train"
     val_split: str | None = "val"
+    holdout: float = Field(0.1, ge=0, lt=1)
     cache_dir: str | None = None
 
 
-@dataclass
-class RunConfig:
-    """A head, its training settings and its data: everything a run needs besides the store."""
+class RunConfig(_Settings):
+    """A training task, a head, training settings and data: all a run needs besides the store.
 
-    head: HeadConfig = field(default_factory=HeadConfig)
-    trainer: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    ``task.name`` is resolved from the head when not given, and the task's options are checked
+    against the task (``egofeat heads`` lists heads and tasks).
+    """
+
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    trainer: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @model_validator(mode="after")
+    def _resolve_task(self) -> RunConfig:
+        name = self.task.name or head_task(self.head.name)
+        try:
+            options_model = task_class(name).Options
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        try:
+            options = options_model.model_validate(self.task.options)
+        except ValidationError as error:
+            raise ValueError(f"task {name!r}: {describe_errors(error, options_model)}") from None
+        if self.task.name != name:
+            self.task.name = name
+        for key, value in options.model_dump(mode="json").items():  # typed, defaults filled in
+            setattr(self.task, key, value)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in the config-file layout (head options beside ``name``)."""
-        trainer = dataclasses.asdict(self.trainer)
-        trainer = {k: list(v) if isinstance(v, tuple) else v for k, v in trainer.items()}
-        return {
-            "head": {"name": self.head.name, **self.head.kwargs},
-            "trainer": trainer,
-            "data": dataclasses.asdict(self.data),
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> RunConfig:
         """Build and validate from the config-file layout."""
-        unknown = sorted(set(data) - {"head", "trainer", "data"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown table(s) {unknown}; use head, trainer, data")
-        head = dict(data.get("head") or {})
-        name = head.pop("name", HeadConfig.name)
-        options = _head_options(name, source)
-        for key, value in head.items():
-            if key not in options:
-                raise ConfigError(
-                    f"{source}: head {name!r} has no option {key!r}; it accepts {sorted(options)}"
-                )
-            head[key] = _coerce(value, options[key], f"{source}: head.{key}")
-        return cls(
-            head=HeadConfig(name=name, kwargs=head),
-            trainer=_build(TrainConfig, data.get("trainer") or {}, f"{source}: trainer"),
-            data=_build(DataConfig, data.get("data") or {}, f"{source}: data"),
-        )
+        return build(cls, data, source)
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    values: Mapping[str, Any] | None = None,
+    *,
+    layers: Sequence[Mapping[str, Any]] = (),
 ) -> RunConfig:
-    """Read a TOML / YAML run config (or start from defaults) and apply ``overrides``."""
+    """A :class:`RunConfig` from layers of settings, each over the ones before:
+
+    the task's defaults (:attr:`Task.defaults`, e.g. X-MIC's recipe), ``layers`` (dicts in the
+    config-file layout, e.g. a named recipe), a TOML / YAML file, ``key=value`` ``overrides``,
+    then ``values`` (``{"trainer.epochs": 5}``: typed values from code, e.g. CLI options).
+    """
     raw: dict[str, Any] = {}
+    for layer in layers:
+        raw = merge_settings(raw, layer)
     source = "config"
     if path is not None:
-        raw, source = _read(Path(path)), str(path)
-    return RunConfig.from_dict(apply_overrides(raw, overrides), source)
+        settings, source = read_settings_file(path), str(path)
+        for table, value in settings.items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {table!r} must be a table of settings, got {value!r}")
+        raw = merge_settings(raw, settings)
+    overrides = list(overrides)
+    raw = apply_overrides(RunConfig, raw, overrides)
+    if overrides:
+        source = f"{source} with --set {' '.join(overrides)}" if path else f"--set {' '.join(overrides)}"
+    for dotted, value in (values or {}).items():
+        set_path(raw, dotted, list(value) if isinstance(value, tuple) else value)
+    return build(RunConfig, merge_settings(_task_defaults(raw), raw), source)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file at {path}")
-    suffix = path.suffix.lower()
+def _task_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of the task ``raw`` names (or its head's task); none when unknown."""
+    task = (raw.get("task") or {}).get("name")
     try:
-        if suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text()) or {}
-        else:
-            raise ConfigError(f"{path}: config files are .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: not valid {suffix[1:].upper()}: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected tables head / trainer / data at the top level")
-    for table, value in data.items():
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: {table!r} must be a table of settings, got {value!r}")
-    return data
+        return dict(task_class(task or head_task((raw.get("head") or {}).get("name", "linear"))).defaults)
+    except (KeyError, AttributeError):
+        return {}
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``raw`` (config-file layout) with ``table.key=value`` overrides applied, values typed
-    by the field they set. Head-name overrides apply first, so options of the new head parse."""
-    result = {table: dict(values) for table, values in raw.items()}
-    parsed = [_split_override(text) for text in overrides]
-    parsed.sort(key=lambda item: (item[0], item[1]) != ("head", "name"))
-    for table, key, text, where in parsed:
-        if table == "head":
-            head = result.setdefault("head", {})
-            if key == "name":
-                head["name"] = text
-                continue
-            name = head.get("name", HeadConfig.name)
-            options = _head_options(name, where)
-            if key not in options:
-                raise ConfigError(
-                    f"{where}: head {name!r} has no option {key!r}; it accepts {sorted(options)}"
-                )
-            head[key] = _parse(text, options[key], where)
-        else:
-            fields = _field_types(TrainConfig if table == "trainer" else DataConfig)
-            if key not in fields:
-                raise ConfigError(
-                    f"{where}: {table} has no field {key!r}; fields: {sorted(fields)}"
-                )
-            result.setdefault(table, {})[key] = _parse(text, fields[key], where)
-    return result
-
-
-def _split_override(text: str) -> tuple[str, str, str, str]:
-    where = f"override {text!r}"
-    target, sep, value = text.partition("=")
-    table, dot, key = target.strip().partition(".")
-    if not sep or not dot or not key:
-        raise ConfigError(f"{where}: write overrides as table.key=value, e.g. trainer.epochs=5")
-    if table not in ("head", "trainer", "data"):
-        raise ConfigError(f"{where}: unknown table {table!r}; use head, trainer or data")
-    return table, key.strip(), value.strip(), where
-
-
-def _head_options(name: str, where: str) -> dict[str, Any]:
-    """Option name -> type (annotation, or the default's type when unannotated)."""
-    try:
-        defaults = head_kwargs(name)
-    except KeyError as error:
-        raise ConfigError(f"{where}: {error.args[0]}") from None
+def _head_options(name: str) -> dict[str, Any]:
+    """Option name -> type of head ``name`` (its annotation, else its default's type)."""
+    defaults = head_kwargs(name)
     hints = typing.get_type_hints(head_entrypoint(name))
     return {
-        key: hints.get(key, type(default) if default is not None else Any)
+        key: hints.get(key, Any if default in (None, inspect.Parameter.empty) else type(default))
         for key, default in defaults.items()
     }
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    fields = _field_types(cls)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; fields: {sorted(fields)}")
-    typed = {key: _coerce(value, fields[key], f"{where}.{key}") for key, value in values.items()}
-    return cls(**typed)
-
-
-def _parse(text: str, annotation: Any, where: str) -> Any:
-    """An override's text as a value of ``annotation``."""
-    if text.lower() in ("none", "null"):
-        return _coerce(None, annotation, where)
-    kinds = _kinds(annotation)
-    sequence = next(
-        (a for a in _members(annotation) if typing.get_origin(a) in (list, tuple)), None
-    )
-    if sequence is not None:
-        if text.startswith("["):
-            return _coerce(_json(text, where), annotation, where)
-        parts = [part.strip() for part in text.split(",") if part.strip()]
-        args = typing.get_args(sequence)
-        fixed = typing.get_origin(sequence) is tuple and args and args[-1] is not Ellipsis
-        items = (
-            args if fixed and len(args) == len(parts) else [args[0] if args else Any] * len(parts)
-        )
-        values = [_parse(part, item, where) for part, item in zip(parts, items, strict=True)]
-        return _coerce(values, annotation, where)
-    if bool in kinds:
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true or false, got {text!r}")
-    if str in kinds or _is_literal(annotation):
-        return _coerce(text, annotation, where)
-    if any(kind in (int, float) for kind in kinds):
-        return _coerce(_json(text, where), annotation, where)
-    return _coerce(_json(text, where, fallback=True), annotation, where)
-
-
-def _json(text: str, where: str, fallback: bool = False) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        if fallback:
-            return text
-        raise ConfigError(f"{where}: cannot read {text!r} as a value") from None
-
-
-def _members(annotation: Any) -> list[Any]:
-    """The alternatives of a union annotation (the annotation itself otherwise)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [annotation]
-
-
-def _kinds(annotation: Any) -> list[Any]:
-    """The plain types a (possibly optional / union) annotation allows."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return [kind for arg in typing.get_args(annotation) for kind in _kinds(arg)]
-    return [origin or annotation]
-
-
-def _is_literal(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is Literal
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """``value`` checked against (and converted to) ``annotation``; ConfigError if impossible."""
-    if annotation is Any:
-        return value
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
-            return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, where) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if value is None:
-        raise ConfigError(f"{where}: a value is required")
-    return value

@@ -6,7 +6,7 @@ gathered by indexing those tensors (:meth:`HeadData.batch`), with no per-sample 
 hot path; :class:`HeadDataset` wraps the same data as a ``torch.utils.data.Dataset`` for people
 who bring their own loop.
 
-:func:`load_head_data` builds a :class:`HeadData` from a feature store.
+:func:`~egofeat.heads.loading.load_head_data` builds a :class:`HeadData` from a feature store.
 
 A batch is a plain dict::
 
@@ -19,34 +19,24 @@ test split).
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import logging
-import os
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
 
+from egofeat.eval.scoring import UNLABELLED  # cross-entropy's ignore_index, too
+
 __all__ = [
     "UNLABELLED",
     "HeadData",
     "HeadDataset",
     "LoadReport",
-    "load_head_data",
 ]
 
-log = logging.getLogger(__name__)
-
-UNLABELLED = -1
-"""Label of a segment without one; cross-entropy ignores it (``ignore_index=-1``)."""
 
 META_COLUMNS = ("segment_id", "dataset", "split", "video_id", "participant_id")
 
@@ -209,6 +199,17 @@ class HeadData:
             load_report=None,
         )
 
+    def with_streams(self, names: Sequence[str]) -> HeadData:
+        """The same rows with only the streams ``names`` (their provenance too)."""
+        missing = [name for name in names if name not in self.features]
+        if missing:
+            raise KeyError(f"no stream(s) {missing}; this HeadData has {sorted(self.features)}")
+        return replace(
+            self,
+            features={name: self.features[name] for name in names},
+            provenance={k: v for k, v in self.provenance.items() if k in names},
+        )
+
     def split(self, name: str) -> HeadData:
         """Rows whose ``split`` metadata column equals ``name``."""
         if "split" not in self.meta.columns:
@@ -325,265 +326,3 @@ class HeadDataset(torch.utils.data.Dataset):
             "labels": {task: y[i] for task, y in self.data.labels.items()},
             "index": torch.tensor(i),
         }
-
-
-# ---- loading from a feature store --------------------------------------------------------
-
-
-def load_head_data(
-    store: Any,
-    streams: Sequence[str],
-    *,
-    tasks: Sequence[str] = ("verb", "noun"),
-    splits: Sequence[str] | None = None,
-    dataset: str | None = None,
-    missing_labels: Literal["raise", "drop"] = "raise",
-    num_classes: Mapping[str, int] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> HeadData:
-    """Read ``streams`` and the labels of ``tasks`` from a feature store into a :class:`HeadData`.
-
-    Rows are the segments of the store's segment table (in table order), restricted to
-    ``splits`` and ``dataset`` when given, that have an ``ok`` manifest row in *every* stream;
-    the others are dropped and counted in ``HeadData.load_report`` (also logged).
-
-    Labels come from the table's ``{task}_class`` columns. A split where *no* segment has a
-    label for a task (e.g. EPIC's test split) is kept with label :data:`UNLABELLED`, for
-    prediction. A split where only *some* segments lack one raises (``missing_labels="raise"``)
-    or drops them (``"drop"``).
-
-    ``num_classes`` defaults to ``max class id + 1`` over the whole table of the dataset (all
-    splits), so train and val loaded separately agree; class names come from the ``{task}``
-    column (the most frequent name per id).
-
-    With ``cache_dir``, each stream is written once to a ``.npy`` memmap there and later
-    loads map that file instead of holding the stream in RAM; the file name hashes the
-    stream's provenance, its manifest and the requested rows, so a changed stream is re-read.
-    """
-    if not streams:
-        raise ValueError("give at least one stream name")
-    handles = {name: store.stream(name) for name in streams}
-    table = _segment_table(store, tasks, dataset)
-    vocab_sizes = dict(num_classes) if num_classes else _num_classes(table, tasks)
-    names = _class_names(table, tasks, vocab_sizes)
-    if splits is not None:
-        unknown = sorted(set(splits) - set(table["split"].unique().to_list()))
-        if unknown:
-            raise KeyError(
-                f"split(s) {unknown} not in the segment table; it has "
-                f"{sorted(table['split'].unique().to_list())}"
-            )
-        table = table.filter(pl.col("split").is_in(list(splits)))
-
-    requested = table.height
-    dropped: dict[str, int] = {}
-    examples: dict[str, list[str]] = {}
-    keep = np.ones(table.height, dtype=bool)
-    for name, stream in handles.items():
-        status = _stream_status(stream)
-        joined = table.select("segment_id").join(status, on="segment_id", how="left")
-        for reason, mask in (
-            (f"not in stream {name!r}", joined["status"].is_null()),
-            (f"error rows in stream {name!r}", joined["status"] == "error"),
-        ):
-            _count(reason, mask.fill_null(False).to_numpy(), table, dropped, examples)
-        keep &= (joined["status"] == "ok").fill_null(False).to_numpy()
-    table = table.filter(pl.Series(keep))
-
-    table, unlabelled = _check_labels(table, tasks, missing_labels, dropped, examples)
-    report = LoadReport(requested, table.height, dropped, examples, unlabelled)
-    if table.height == 0:
-        raise ValueError(f"no segments left to load: {report}")
-    if dropped:
-        log.info("load_head_data: %s", report)
-
-    ids = table["segment_id"].to_numpy().astype(str)
-    features = {
-        name: _load_stream(name, stream, ids, cache_dir) for name, stream in handles.items()
-    }
-    labels = {
-        task: torch.from_numpy(
-            table[f"{task}_class"].fill_null(UNLABELLED).cast(pl.Int64).to_numpy().copy()
-        )
-        for task in tasks
-    }
-    meta = table.select([c for c in META_COLUMNS if c in table.columns])
-    return HeadData(
-        features=features,
-        labels=labels,
-        segment_ids=ids,
-        meta=meta,
-        num_classes=vocab_sizes,
-        class_names=names,
-        provenance={name: dict(stream.info.provenance) for name, stream in handles.items()},
-        load_report=report,
-    )
-
-
-def _segment_table(store: Any, tasks: Sequence[str], dataset: str | None) -> pl.DataFrame:
-    table = store.segments().collect()
-    required = ["segment_id", "split", *(f"{task}_class" for task in tasks)]
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise KeyError(
-            f"segment table lacks column(s) {missing} for tasks {list(tasks)}; "
-            f"it has {table.columns}"
-        )
-    if "dataset" in table.columns:
-        datasets = sorted(table["dataset"].unique().to_list())
-        if dataset is not None:
-            if dataset not in datasets:
-                raise KeyError(f"dataset {dataset!r} not in the segment table; it has {datasets}")
-            table = table.filter(pl.col("dataset") == dataset)
-        elif len(datasets) > 1:
-            raise ValueError(
-                f"the segment table holds several datasets {datasets} whose class ids do not "
-                f"share a vocabulary; pass dataset=... to pick one"
-            )
-    return table
-
-
-def _num_classes(table: pl.DataFrame, tasks: Sequence[str]) -> dict[str, int]:
-    sizes = {}
-    for task in tasks:
-        top = table[f"{task}_class"].max()
-        if top is None:
-            raise ValueError(f"no segment has a {task}_class label; pass num_classes explicitly")
-        sizes[task] = int(top) + 1
-    return sizes
-
-
-def _class_names(
-    table: pl.DataFrame, tasks: Sequence[str], sizes: Mapping[str, int]
-) -> dict[str, list[str]]:
-    names = {}
-    for task in tasks:
-        found: dict[int, str] = {}
-        if task in table.columns:
-            pairs = table.select(f"{task}_class", task).drop_nulls()
-            counts = Counter(pairs.iter_rows())
-            for (class_id, name), _ in counts.most_common():
-                found.setdefault(int(class_id), str(name))
-        names[task] = [found.get(i, str(i)) for i in range(sizes[task])]
-    return names
-
-
-def _stream_status(stream: Any) -> pl.DataFrame:
-    """One row per segment id of a stream: ``ok`` if any manifest row is ok, else ``error``."""
-    manifest = stream.manifest().select("segment_id", "status").collect()
-    return manifest.group_by("segment_id").agg(
-        pl.when((pl.col("status") == "ok").any())
-        .then(pl.lit("ok"))
-        .otherwise(pl.lit("error"))
-        .alias("status")
-    )
-
-
-def _count(
-    reason: str,
-    mask: np.ndarray,
-    table: pl.DataFrame,
-    dropped: dict[str, int],
-    examples: dict[str, list[str]],
-) -> None:
-    count = int(mask.sum())
-    if count:
-        dropped[reason] = dropped.get(reason, 0) + count
-        examples.setdefault(reason, table["segment_id"].filter(pl.Series(mask)).head(3).to_list())
-
-
-def _check_labels(
-    table: pl.DataFrame,
-    tasks: Sequence[str],
-    missing_labels: str,
-    dropped: dict[str, int],
-    examples: dict[str, list[str]],
-) -> tuple[pl.DataFrame, dict[str, list[str]]]:
-    if missing_labels not in ("raise", "drop"):
-        raise ValueError(f"missing_labels must be 'raise' or 'drop', got {missing_labels!r}")
-    unlabelled: dict[str, list[str]] = {}
-    drop = np.zeros(table.height, dtype=bool)
-    for task in tasks:
-        column = f"{task}_class"
-        per_split = table.group_by("split", maintain_order=True).agg(
-            pl.col(column).is_null().sum().alias("missing"), pl.len().alias("rows")
-        )
-        for split, missing, rows in per_split.iter_rows():
-            if missing == 0:
-                continue
-            if missing == rows:
-                unlabelled.setdefault(task, []).append(split)
-                continue
-            mask = ((pl.col("split") == split) & pl.col(column).is_null()).alias("m")
-            rows_missing = table.select(mask)["m"].to_numpy()
-            if missing_labels == "raise":
-                ids = table["segment_id"].filter(pl.Series(rows_missing)).head(5).to_list()
-                raise ValueError(
-                    f"{missing} of {rows} segments of split {split!r} have no {column} "
-                    f"(e.g. {ids}); pass missing_labels='drop' to leave them out"
-                )
-            reason = f"no {column} in split {split!r}"
-            _count(reason, rows_missing, table, dropped, examples)
-            drop |= rows_missing
-    return table.filter(pl.Series(~drop)), unlabelled
-
-
-def _load_stream(
-    name: str, stream: Any, ids: np.ndarray, cache_dir: str | os.PathLike[str] | None
-) -> Tensor:
-    if cache_dir is None:
-        array = _checked(name, stream.load(segment_ids=list(ids)), ids)
-        return torch.from_numpy(array)
-    path = Path(cache_dir) / f"{_safe(name)}-{_cache_key(stream, ids)}.npy"
-    if not path.exists():
-        _write_cache(name, stream, ids, path)
-    # copy-on-write: a writable view for torch, and the file is never modified.
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
-
-
-def _checked(name: str, loaded: Any, ids: np.ndarray) -> np.ndarray:
-    if getattr(loaded, "offsets", None) is not None:
-        raise ValueError(
-            f"stream {name!r} has a variable number of frames per segment; heads need a fixed "
-            f"number (extract it with a fixed frame count per segment)"
-        )
-    got = np.asarray(loaded.segment_ids).astype(str)
-    if got.shape != ids.shape or not (got == ids).all():
-        raise ValueError(f"stream {name!r} returned rows out of the requested order")
-    features = np.asarray(loaded.features)
-    if features.ndim != 3:
-        raise ValueError(f"stream {name!r}: expected (N, T, D) features, got {features.shape}")
-    return features
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _cache_key(stream: Any, ids: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(stream.info.provenance, sort_keys=True, default=str).encode())
-    buffer = io.BytesIO()
-    stream.manifest().collect().write_ipc(buffer, compression="uncompressed")
-    digest.update(buffer.getvalue())
-    digest.update("\n".join(ids.tolist()).encode())
-    return digest.hexdigest()[:20]
-
-
-def _write_cache(
-    name: str, stream: Any, ids: np.ndarray, path: Path, chunk_rows: int = 4096
-) -> None:
-    """Fill a ``.npy`` memmap chunk by chunk, so the stream never has to fit in RAM."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".partial-{os.getpid()}")
-    out = None
-    for start in range(0, len(ids), chunk_rows):
-        chunk = ids[start : start + chunk_rows]
-        features = _checked(name, stream.load(segment_ids=list(chunk)), chunk)
-        if out is None:
-            shape = (len(ids), *features.shape[1:])
-            out = np.lib.format.open_memmap(partial, mode="w+", dtype=features.dtype, shape=shape)
-        out[start : start + len(chunk)] = features
-    out.flush()
-    del out
-    os.replace(partial, path)

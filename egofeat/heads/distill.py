@@ -15,22 +15,30 @@ over tasks ``(verb: 97, noun: 300)`` is ``[t0 verb | t0 noun | t1 verb | t1 noun
 width ``N · ΣC`` (:func:`pack_teacher_logits`, :func:`unpack_teacher_logits`). Loaded as a
 one-frame stream of a :class:`~egofeat.heads.data.HeadData`, such a row reaches the loss in
 ``batch["features"]``, where :class:`DistillationLoss` reads it.
+
+The ``distill`` training task (:class:`DistillTask`) trains any registered head on its own
+streams with that loss; its options (``[task]`` table) name the teacher-logit stream and the
+ensemble's weighting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from egofeat.heads.data import UNLABELLED
+from egofeat.heads.data import UNLABELLED, HeadData
+from egofeat.heads.registry import register_task
+from egofeat.heads.tasks import Task
 
 __all__ = [
     "WEIGHTINGS",
+    "DistillTask",
     "DistillationLoss",
     "dataset_weights",
     "distillation_loss",
@@ -360,3 +368,49 @@ def _task(logits: Mapping[str, Tensor] | None, task: str, what: str) -> Tensor:
         have = sorted(logits) if logits is not None else []
         raise KeyError(f"{what} has no entry for task {task!r}; it holds {have}")
     return logits[task]
+
+
+@register_task("distill")
+class DistillTask(Task):
+    """A student head on its own streams, trained on cached teacher logits (and labels).
+
+    The teacher-logit stream is loaded on the same rows as the student's streams (the head does
+    not read it, and checkpoints keep only the student's streams' provenance).
+    """
+
+    class Options(BaseModel):
+        """``[task]`` options of a distillation run (see :class:`DistillationLoss`)."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        teacher_stream: str = ""
+        teacher_classes: dict[str, int] = Field(default_factory=dict)
+        weighting: Literal["mean", "per-sample", "dataset"] = "mean"
+        teacher_weights: dict[str, list[float]] | None = None
+        tau_w: float = Field(1.0, gt=0)
+        temperature: float = Field(1.0, gt=0)
+        w_distill: float = Field(1.0, ge=0)
+        w_gt: float = Field(0.0, ge=0)
+
+        @model_validator(mode="after")
+        def _some_loss(self) -> DistillTask.Options:
+            if self.w_distill + self.w_gt == 0:
+                raise ValueError("w_distill and w_gt must not both be 0: nothing would be learned")
+            return self
+
+    @property
+    def training_streams(self) -> list[str]:
+        if not self.options.teacher_stream:
+            raise ValueError("the distill task needs task.teacher_stream: the cached teacher logits "
+                             "(egofeat distill --teachers RUN[,RUN] writes them)")
+        return [*self.config.data.streams, self.options.teacher_stream]
+
+    def loss(self, model: Any, train: HeadData) -> DistillationLoss:
+        options = self.options
+        weights = options.teacher_weights
+        return DistillationLoss(
+            options.teacher_stream, options.teacher_classes, weighting=options.weighting,
+            teacher_weights=None if weights is None else {k: torch.tensor(v) for k, v in weights.items()},
+            tau_w=options.tau_w, temperature=options.temperature, w_distill=options.w_distill,
+            w_gt=options.w_gt, tasks=self.config.trainer.tasks,
+        )  # fmt: skip

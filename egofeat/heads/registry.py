@@ -1,4 +1,4 @@
-"""A registry of head architectures, in the style of timm's model registry.
+"""Registries of head architectures and training tasks, in the style of timm's model registry.
 
 A head factory is a callable ``factory(*, in_dims, num_frames, num_classes, **kwargs)`` returning
 an ``nn.Module`` whose ``forward(batch)`` maps a batch dict to a dict of task logits. Register
@@ -9,6 +9,10 @@ one with :func:`register_head` and build it by name with :func:`create_head`::
 
 ``create_head`` attaches a :class:`HeadSpec` to the module as ``head.head_spec``: everything
 needed to build the same module again, which checkpoints store.
+
+Each head names the training task it is trained with by default (``register_head(name,
+task=...)``, see :mod:`egofeat.heads.tasks`); tasks register here too (:func:`register_task`),
+so configs can be checked without importing the training machinery.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from torch import nn
 
 __all__ = [
     "ANY_STREAM",
+    "DEFAULT_TASK",
     "HeadSpec",
     "create_head",
     "head_entrypoint",
     "head_kwargs",
+    "head_task",
     "list_heads",
+    "list_tasks",
     "register_head",
+    "register_task",
+    "task_class",
 ]
 
 ANY_STREAM = "*"
@@ -36,7 +45,11 @@ ANY_STREAM = "*"
 HeadFactory = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, HeadFactory] = {}
+_HEAD_TASKS: dict[str, str] = {}
+_TASKS: dict[str, type] = {}
 _RESERVED = ("in_dims", "num_frames", "num_classes")
+DEFAULT_TASK = "classification"
+"""The task a head trains with unless it names another."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,8 @@ class HeadSpec:
         )
 
 
-def register_head(name: str) -> Callable[[HeadFactory], HeadFactory]:
-    """Decorator registering a head factory under ``name``.
+def register_head(name: str, *, task: str = DEFAULT_TASK) -> Callable[[HeadFactory], HeadFactory]:
+    """Decorator registering a head factory under ``name``, trained by default with ``task``.
 
     Registering a second factory under a taken name is an error (it would silently change what
     old configs and checkpoints build).
@@ -90,9 +103,42 @@ def register_head(name: str) -> Callable[[HeadFactory], HeadFactory]:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"a head named {name!r} is already registered ({_REGISTRY[name]!r})")
         _REGISTRY[name] = factory
+        _HEAD_TASKS[name] = task
         return factory
 
     return decorator
+
+
+def head_task(name: str) -> str:
+    """The training task head ``name`` uses by default."""
+    head_entrypoint(name)  # unknown heads are reported with the registered ones
+    return _HEAD_TASKS.get(name, DEFAULT_TASK)
+
+
+def register_task(name: str) -> Callable[[type], type]:
+    """Class decorator registering a training task (a :class:`~egofeat.heads.tasks.Task`)."""
+
+    def decorator(cls: type) -> type:
+        if name in _TASKS and _TASKS[name] is not cls:
+            raise ValueError(f"a task named {name!r} is already registered ({_TASKS[name]!r})")
+        _TASKS[name] = cls
+        cls.name = name
+        return cls
+
+    return decorator
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered training tasks, sorted."""
+    return sorted(_TASKS)
+
+
+def task_class(name: str) -> type:
+    """The task class registered under ``name`` (KeyError listing the registered tasks)."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}") from None
 
 
 def list_heads() -> list[str]:

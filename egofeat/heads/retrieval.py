@@ -1,32 +1,28 @@
-"""Video-text retrieval projectors over stored features, and their contrastive losses.
+"""Video-text retrieval on stored features: projectors, their loss, and the ``retrieval`` task.
 
 A :class:`RetrievalProjector` maps stored per-frame video features and stored text features into
-a shared, L2-normalized space (256-d, as EgoVLP and LaViLa). The losses are those of the
-egocentric retrieval literature (``reference/heads.md`` §2):
+a shared, L2-normalized space (256-d, as EgoVLP and LaViLa); the objectives are those of
+:mod:`egofeat.heads.contrastive` (InfoNCE, EgoNCE, MI-MM).
 
-* :func:`info_nce` — symmetric InfoNCE (EgoVLP's ``NormSoftmaxLoss``).
-* :func:`ego_nce` — EgoNCE: clips sharing a verb and a noun count as positives, and an extra
-  clip from the same video chunk can be appended as a hard negative.
-* :func:`max_margin` — MI-MM, EK-100 multi-instance retrieval's bidirectional hinge loss, with
-  positives drawn by :func:`sample_positive_captions` and an optional relevancy-adaptive margin.
-* :func:`dual_softmax` — EgoVLP's test-time re-scoring of a similarity matrix.
+Training through the shared trainer: the registered ``"retrieval"`` head (:class:`RetrievalHead`)
+reads a video and a text stream from each batch and carries its :class:`RetrievalObjective`;
+:class:`RetrievalLoss` is the matching ``loss_fn``. It looks up per-row
+:class:`~egofeat.heads.contrastive.ClipLabels` through the batch's ``index`` to find EgoNCE's
+action-sharing positives and same-chunk negatives and MI-MM's relevant captions. Its random draws
+come from torch's global generator, which the trainer seeds and checkpoints, so a resumed run
+draws what an uninterrupted one would.
 
-:func:`zero_shot_similarity` scores stored features without any training.
-
-Training through :class:`~egofeat.heads.trainer.Trainer`: the registered ``"retrieval"`` head
-(:class:`RetrievalHead`) reads a video and a text stream from each batch and carries its
-:class:`RetrievalObjective`; :class:`RetrievalLoss` is the matching ``loss_fn``. It looks up
-per-row :class:`ClipLabels` through the batch's ``index`` to find EgoNCE's action-sharing
-positives and same-chunk negatives (:class:`SameChunkNegatives`) and MI-MM's relevant captions
-(:class:`PositiveCaptionSampler`). Its random draws come from torch's global generator, which the
-trainer seeds and checkpoints, so a resumed run draws what an uninterrupted one would.
+The ``retrieval`` task (:class:`RetrievalTask`) validates every epoch by MIR mAP / nDCG on the
+val split, where the captions are the split's distinct narrations (one per distinct stored text
+feature) and relevancy comes from the segment table's ``verb_class`` and ``all_noun_classes``;
+its predictions are the unit ``video`` and ``text`` embeddings of every segment.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,31 +30,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from egofeat.eval.mir import mir_relevancy, mir_relevancy_blocks
-from egofeat.heads.registry import register_head
+from egofeat.eval import Predictions
+from egofeat.eval.mir import score_mir
+from egofeat.heads.contrastive import (
+    ClipLabels,
+    PositiveCaptionSampler,
+    SameChunkNegatives,
+    distinct_captions,
+    ego_nce,
+    info_nce,
+    max_margin,
+)
+from egofeat.heads.data import HeadData
+from egofeat.heads.predict import predict
+from egofeat.heads.registry import register_head, register_task
+from egofeat.heads.tasks import Subsets, Task
+from egofeat.heads.trainer import FitResult
 
 __all__ = [
     "LOSSES",
-    "OWN_CAPTION",
-    "ClipLabels",
-    "PositiveCaptionSampler",
+    "MONITOR",
+    "MirValidation",
     "RetrievalHead",
     "RetrievalLoss",
     "RetrievalObjective",
     "RetrievalProjector",
-    "SameChunkNegatives",
-    "cosine_similarity_matrix",
-    "dual_softmax",
-    "ego_nce",
-    "info_nce",
-    "max_margin",
-    "sample_positive_captions",
-    "scene_negative_indices",
-    "zero_shot_similarity",
+    "RetrievalTask",
 ]
 
-OWN_CAPTION = -1
-"""Caption index returned by :func:`sample_positive_captions` for "use the video's own narration"."""
+MONITOR = "val_map_avg"
+"""Metric a retrieval run early-stops on, unless the config names another."""
+#: segment-table columns MIR relevancy and same-chunk negatives read
+LABEL_COLUMNS = ("verb_class", "all_noun_classes", "noun_class", "start_sec", "end_sec")
 
 _HEADS = ("linear", "relu-linear", "mlp")
 
@@ -117,382 +120,6 @@ class RetrievalProjector(nn.Module):
     def forward(self, video: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         """Embed paired videos ``(B, T, Dv)`` and texts ``(B, Dt)``: ``(v_emb, t_emb)``."""
         return self.encode_video(video), self.encode_text(text)
-
-
-def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
-    """``(N, D)`` and ``(M, D)`` to the ``(N, M)`` matrix of cosine similarities."""
-    return F.normalize(a, dim=-1, eps=eps) @ F.normalize(b, dim=-1, eps=eps).T
-
-
-def zero_shot_similarity(video_feats: Tensor, text_feats: Tensor) -> Tensor:
-    """Cosine between frame-averaged stored video features and stored text features.
-
-    Args:
-        video_feats: ``(B, T, D)`` per-frame features (or ``(B, D)`` pooled), in the same joint
-            space as the text features (e.g. CLIP image and text embeddings).
-        text_feats: ``(N, D)`` text features.
-
-    Returns:
-        ``(B, N)`` similarities.
-    """
-    pooled = video_feats.float().mean(dim=1) if video_feats.ndim == 3 else video_feats.float()
-    return cosine_similarity_matrix(pooled, text_feats.float())
-
-
-def info_nce(v: Tensor, t: Tensor, temperature: float = 0.05) -> Tensor:
-    """Symmetric InfoNCE over a batch of paired embeddings (pairs on the diagonal).
-
-    ``-mean_i log softmax_j(s_ij / τ)[i] - mean_j log softmax_i(s_ij / τ)[j]`` with cosine
-    similarities ``s``: the **sum** of the video-to-text and text-to-video terms, as EgoVLP
-    computes it (not their mean), so its scale is twice a mean-of-directions loss.
-    """
-    logits = cosine_similarity_matrix(v, t) / temperature
-    target = torch.arange(len(logits), device=logits.device)
-    return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
-
-
-def ego_nce(
-    v: Tensor,
-    t: Tensor,
-    verb_multihot: Tensor,
-    noun_multihot: Tensor,
-    temperature: float = 0.05,
-    *,
-    same_video_negatives: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
-) -> Tensor:
-    """EgoNCE: InfoNCE where every clip sharing ≥1 verb **and** ≥1 noun is also a positive.
-
-    For each row, the loss is ``-log`` of the softmax mass on its positives (the diagonal plus
-    action-sharing pairs), summed over both directions as in :func:`info_nce`.
-
-    Args:
-        v: ``(B, E)`` video embeddings.
-        t: ``(B, E)`` text embeddings, paired with ``v``.
-        verb_multihot: ``(B, V)`` multi-hot verbs, or ``(B,)`` class indices.
-        noun_multihot: ``(B, N)`` multi-hot nouns, or ``(B,)`` class indices.
-        temperature: Softmax temperature (EgoVLP: 0.05).
-        same_video_negatives: Scene-aware negatives, ``(v, t, verbs, nouns)`` of one extra clip
-            per sample from the same video chunk (see :func:`scene_negative_indices`). They are
-            appended to the batch, doubling it; through the mask they still count as positives
-            when they share a verb and a noun.
-    """
-    if same_video_negatives is not None:
-        v_neg, t_neg, verb_neg, noun_neg = same_video_negatives
-        v, t = torch.cat([v, v_neg]), torch.cat([t, t_neg])
-        verb_multihot = torch.cat([verb_multihot, verb_neg])
-        noun_multihot = torch.cat([noun_multihot, noun_neg])
-    if not len(v) == len(t) == len(verb_multihot) == len(noun_multihot):
-        raise ValueError(
-            f"ego_nce: batch sizes differ (videos {len(v)}, texts {len(t)}, verbs "
-            f"{len(verb_multihot)}, nouns {len(noun_multihot)})"
-        )
-    positives = _shares_a_label(verb_multihot) & _shares_a_label(noun_multihot)
-    positives |= torch.eye(len(v), dtype=torch.bool, device=v.device)
-    logits = cosine_similarity_matrix(v, t) / temperature
-    return _positive_mass_loss(logits, positives) + _positive_mass_loss(logits.T, positives.T)
-
-
-def _shares_a_label(labels: Tensor) -> Tensor:
-    if labels.ndim == 1:
-        return labels[:, None] == labels[None, :]
-    labels = labels.float()
-    return (labels @ labels.T) > 0
-
-
-def _positive_mass_loss(logits: Tensor, positives: Tensor) -> Tensor:
-    on_positives = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
-    return (logits.logsumexp(dim=1) - on_positives).mean()
-
-
-def max_margin(S: Tensor, margin: float = 0.2, weights: Tensor | None = None) -> Tensor:
-    """MI-MM: bidirectional max-margin ranking over every off-diagonal pair.
-
-    With positives on the diagonal of the ``(B, B)`` similarity matrix ``S``, the loss is the
-    mean over ``i != j`` of ``relu(m_i - (S_ii - S_ij))`` and ``relu(m_i - (S_ii - S_ji))``. All
-    other in-batch items are negatives; the "multi-instance" part is in how positives are drawn
-    (:func:`sample_positive_captions`).
-
-    Args:
-        S: ``(B, B)`` similarities, rows and columns paired.
-        margin: Base margin ``m`` (0.2 in EgoVLP / LaViLa).
-        weights: Optional ``(B,)`` relevancy of each sampled positive; the margin of pair ``i``
-            becomes ``weights[i] * margin`` (adaptive MI-MM).
-    """
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"max_margin needs a square similarity matrix, got {tuple(S.shape)}")
-    n = len(S)
-    if n < 2:
-        raise ValueError("max_margin needs at least 2 pairs: there is nothing to rank against")
-    if weights is None:
-        margins = torch.full((n,), margin, dtype=S.dtype, device=S.device)
-    else:
-        margins = margin * torch.as_tensor(weights, dtype=S.dtype, device=S.device)
-    positive = S.diagonal()[:, None]
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=S.device)
-    rows = F.relu(margins[:, None] - (positive - S))  # item i against S_ij
-    cols = F.relu(margins[:, None] - (positive - S.T))  # item i against S_ji
-    return torch.cat([rows[off_diagonal], cols[off_diagonal]]).mean()
-
-
-def sample_positive_captions(
-    relevancy_rows: np.ndarray,
-    threshold: float = 0.1,
-    rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one positive caption per training video, as MI-MM fine-tuning does.
-
-    For each row, a caption ``j`` with ``relevancy > threshold`` is drawn uniformly. A row with
-    none falls back to the video's own narration: index :data:`OWN_CAPTION` (-1) with weight 1.
-
-    Args:
-        relevancy_rows: ``(B, num_captions)`` rows of the relevancy matrix for the batch videos.
-        threshold: Relevancy a caption must exceed (EK-100 recipes: 0.1).
-        rng: Random generator (default: a fresh unseeded one).
-
-    Returns:
-        ``(caption_indices (B,), relevancies (B,))``; relevancies are the adaptive-margin weights.
-    """
-    relevancy_rows = np.asarray(relevancy_rows)
-    if relevancy_rows.ndim != 2:
-        raise ValueError(f"relevancy_rows must be 2-D (B, captions), got {relevancy_rows.shape}")
-    rng = rng or np.random.default_rng()
-    indices = np.full(len(relevancy_rows), OWN_CAPTION, dtype=np.int64)
-    weights = np.ones(len(relevancy_rows), dtype=np.float32)
-    for row, relevancy in enumerate(relevancy_rows):
-        candidates = np.flatnonzero(relevancy > threshold)
-        if len(candidates):
-            indices[row] = rng.choice(candidates)
-            weights[row] = relevancy[indices[row]]
-    return indices, weights
-
-
-def scene_negative_indices(
-    video_ids: Sequence[str],
-    times_sec: Sequence[float],
-    chunk_sec: float = 60.0,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """For each clip, another clip from the same ``chunk_sec`` chunk of the same video.
-
-    Chunks are ``(video_id, floor(time / chunk_sec))`` as in EgoNCE's scene-aware negatives
-    (60 s). A clip alone in its chunk gets a random clip from anywhere else (a plain negative),
-    so the doubled batch never holds duplicates. :class:`SameChunkNegatives` draws for a batch.
-
-    Returns:
-        ``(N,)`` int64 indices into the same clip list.
-    """
-    rng = rng or np.random.default_rng()
-    negatives = SameChunkNegatives(video_ids, times_sec, chunk_sec)
-    return negatives.sample(np.arange(len(negatives)), rng.random(len(negatives)))
-
-
-def dual_softmax(S: Tensor, temperature: float = 500.0) -> Tensor:
-    """EgoVLP's dual-softmax re-scoring of a retrieval similarity matrix (test time).
-
-    ``S' = softmax(S / temperature, dim=1) * S``, then ``softmax(S', dim=0)``. EgoVLP applies it
-    to the (text, video) matrix of raw dot products, so the first softmax runs over videos for
-    each text and the second over texts for each video; pass ``S`` in that orientation to
-    reproduce it, and transpose the result for video-to-text ranking.
-    """
-    return torch.softmax(torch.softmax(S / temperature, dim=1) * S, dim=0)
-
-
-# ---- samplers ------------------------------------------------------------------------------
-
-
-class SameChunkNegatives:
-    """EgoNCE's scene-aware negatives, drawn for any batch of rows in O(batch).
-
-    Clips are grouped into chunks ``(video_id, floor(time / chunk_sec))``. :meth:`sample` gives
-    each requested row another clip of its chunk, uniformly, or any other clip when it is alone
-    in its chunk, so a doubled batch never pairs a clip with itself.
-    """
-
-    def __init__(
-        self, video_ids: Sequence[str], times_sec: Sequence[float], chunk_sec: float = 60.0
-    ) -> None:
-        if len(video_ids) != len(times_sec):
-            raise ValueError(f"{len(video_ids)} video ids but {len(times_sec)} times")
-        if len(video_ids) < 2:
-            raise ValueError("same-chunk negatives need at least 2 clips")
-        if not chunk_sec > 0:
-            raise ValueError(f"chunk_sec must be positive, got {chunk_sec}")
-        chunk_codes: dict[tuple[str, int], int] = {}
-        chunks = np.fromiter(
-            (
-                chunk_codes.setdefault((str(video), math.floor(time / chunk_sec)), len(chunk_codes))
-                for video, time in zip(video_ids, times_sec, strict=True)
-            ),
-            dtype=np.int64,
-            count=len(video_ids),
-        )
-        self._order = np.argsort(chunks, kind="stable")  # rows grouped chunk by chunk
-        _, starts, sizes = np.unique(chunks[self._order], return_index=True, return_counts=True)
-        group = np.repeat(np.arange(len(starts)), sizes)  # chunk of each grouped position
-        self._start = np.empty(len(chunks), dtype=np.int64)
-        self._size = np.empty(len(chunks), dtype=np.int64)
-        self._position = np.empty(len(chunks), dtype=np.int64)
-        self._start[self._order] = starts[group]
-        self._size[self._order] = sizes[group]
-        self._position[self._order] = np.arange(len(chunks)) - starts[group]
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def sample(self, rows: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-        """A negative for each of ``rows``, chosen by one uniform ``[0, 1)`` draw per row."""
-        rows = np.asarray(rows, dtype=np.int64)
-        uniform = np.asarray(uniform, dtype=np.float64)
-        if uniform.shape != rows.shape:
-            raise ValueError(f"need one draw per row: {uniform.shape} draws, {rows.shape} rows")
-        size = self._size[rows]
-        step = 1 + np.floor(uniform * np.maximum(size - 1, 1)).astype(np.int64)  # 1 .. size-1
-        same_chunk = self._order[self._start[rows] + (self._position[rows] + step) % size]
-        anywhere = np.floor(uniform * (len(self) - 1)).astype(np.int64)
-        anywhere += anywhere >= rows  # skip the row itself
-        return np.where(size > 1, same_chunk, anywhere)
-
-
-@dataclass(frozen=True)
-class ClipLabels:
-    """Labels of N clips, row-aligned with the data a retrieval head trains or is scored on.
-
-    Args:
-        verbs: ``(N,)`` verb class ids.
-        noun_sets: N collections of noun class ids (EPIC's ``all_noun_classes``), each non-empty.
-        video_ids: ``(N,)`` video of each clip.
-        times_sec: ``(N,)`` time of each clip (e.g. its middle), for same-chunk negatives.
-    """
-
-    verbs: np.ndarray
-    noun_sets: tuple[tuple[int, ...], ...]
-    video_ids: np.ndarray
-    times_sec: np.ndarray
-
-    def __post_init__(self) -> None:
-        verbs = np.asarray(self.verbs, dtype=np.int64)
-        nouns = tuple(tuple(sorted({int(n) for n in nouns})) for nouns in self.noun_sets)
-        columns = {"noun_sets": len(nouns), "video_ids": len(self.video_ids),
-                   "times_sec": len(self.times_sec)}  # fmt: skip
-        for name, length in columns.items():
-            if length != len(verbs):
-                raise ValueError(f"ClipLabels: {len(verbs)} verbs but {length} {name}")
-        empty = next((row for row, classes in enumerate(nouns) if not classes), None)
-        if empty is not None:
-            raise ValueError(f"ClipLabels: clip {empty} has no noun class; relevancy needs one")
-        object.__setattr__(self, "verbs", verbs)
-        object.__setattr__(self, "noun_sets", nouns)
-        object.__setattr__(self, "video_ids", np.asarray(self.video_ids).astype(str))
-        object.__setattr__(self, "times_sec", np.asarray(self.times_sec, dtype=np.float64))
-
-    def __len__(self) -> int:
-        return len(self.verbs)
-
-    def noun_multihot(self) -> Tensor:
-        """``(N, max noun + 1)`` bool multi-hot of the noun sets."""
-        multihot = torch.zeros(len(self), 1 + max(max(n) for n in self.noun_sets), dtype=torch.bool)
-        for row, nouns in enumerate(self.noun_sets):
-            multihot[row, list(nouns)] = True
-        return multihot
-
-    def relevancy(self, video_rows: np.ndarray, caption_rows: np.ndarray) -> np.ndarray:
-        """EK-100 MIR relevancy (float32) of clips ``video_rows`` against clips ``caption_rows``."""
-        return mir_relevancy(
-            self.verbs[video_rows],
-            [self.noun_sets[row] for row in video_rows],
-            self.verbs[caption_rows],
-            [self.noun_sets[row] for row in caption_rows],
-        )
-
-
-class PositiveCaptionSampler:
-    """MI-MM's positive captions, drawn per batch from a sparse table of relevant captions.
-
-    For a video, every gallery caption whose relevancy exceeds ``threshold`` is equally likely,
-    as :func:`sample_positive_captions` draws from full relevancy rows; a video with none gets
-    its own caption (its own row) with weight 1.
-
-    Relevancy depends only on the (verb, noun set) of the two clips, so clips and captions are
-    grouped by that label pair (EK-100 train: 6,799 pairs for 15,989 sentences). The relevancy
-    of every clip pair against every caption pair is computed once, in row blocks
-    (:func:`~egofeat.eval.mir.mir_relevancy_blocks`), keeping only the relevant entries; a
-    batch then draws in O(batch × log).
-
-    Args:
-        labels: labels of every row the sampler may be asked about.
-        caption_rows: rows whose text forms the caption gallery (default: every row).
-        threshold: relevancy a caption must exceed (EK-100 recipes: 0.1).
-    """
-
-    def __init__(
-        self, labels: ClipLabels, caption_rows: np.ndarray | None = None, threshold: float = 0.1
-    ) -> None:
-        rows = np.arange(len(labels)) if caption_rows is None else np.asarray(caption_rows)
-        if rows.size == 0:
-            raise ValueError("the caption gallery is empty")
-        pairs: dict[tuple[int, tuple[int, ...]], int] = {}
-        label_pairs = zip(labels.verbs.tolist(), labels.noun_sets, strict=True)
-        self._pair_of_row = np.fromiter(
-            (pairs.setdefault(pair, len(pairs)) for pair in label_pairs),
-            dtype=np.int64,
-            count=len(labels),
-        )
-        gallery_pairs = self._pair_of_row[rows]
-        order = np.argsort(gallery_pairs, kind="stable")
-        self._members = rows[order].astype(np.int64)  # gallery rows grouped pair by pair
-        found, self._starts, self._counts = np.unique(
-            gallery_pairs[order], return_index=True, return_counts=True
-        )
-        self._build_candidates(list(pairs), found, threshold)
-
-    def _build_candidates(self, pairs: list, gallery: np.ndarray, threshold: float) -> None:
-        """Per clip pair, its relevant gallery pairs (CSR), their relevancy, and the running
-        count of gallery captions over all entries (so a draw is one ``searchsorted``)."""
-        candidates, relevancies, sizes = [], [], np.zeros(len(pairs), dtype=np.int64)
-        blocks = mir_relevancy_blocks(
-            [verb for verb, _ in pairs],
-            [nouns for _, nouns in pairs],
-            [pairs[g][0] for g in gallery],
-            [pairs[g][1] for g in gallery],
-            rows_per_block=512,
-        )
-        for block_rows, block in blocks:
-            pair, column = np.nonzero(block > threshold)
-            candidates.append(column.astype(np.int32))
-            relevancies.append(block[pair, column])
-            sizes[block_rows] = np.bincount(pair, minlength=block.shape[0])
-        self._offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self._candidates = np.concatenate(candidates)
-        self._relevancy = np.concatenate(relevancies)
-        # Each candidate pair weighs as many captions as it holds: uniform over captions.
-        self._mass = np.concatenate([[0], np.cumsum(self._counts[self._candidates])])
-
-    def sample(self, rows: np.ndarray, uniform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One positive caption per row of ``rows``, from ``(len(rows), 2)`` uniform draws.
-
-        Returns:
-            ``(caption rows (B,), relevancies (B,))``; the relevancies are the adaptive-margin
-            weights.
-        """
-        rows = np.asarray(rows, dtype=np.int64)
-        uniform = np.asarray(uniform, dtype=np.float64)
-        if uniform.shape != (len(rows), 2):
-            raise ValueError(f"need two draws per row: {uniform.shape} for {len(rows)} rows")
-        if not len(self._candidates):  # no clip has a relevant caption: all fall back
-            return rows.copy(), np.ones(len(rows), dtype=np.float32)
-        pair = self._pair_of_row[rows]
-        start, stop = self._offsets[pair], self._offsets[pair + 1]
-        low, high = self._mass[start], self._mass[stop]
-        found = high > low
-        # Draw one of the row's relevant captions by its running index; find its entry.
-        caption = low + np.floor(uniform[:, 0] * (high - low)).astype(np.int64)
-        entry = np.searchsorted(self._mass, caption, side="right") - 1
-        entry = np.minimum(entry, len(self._candidates) - 1)  # rows without any: unused entry
-        gallery = self._candidates[entry]
-        within = np.floor(uniform[:, 1] * self._counts[gallery]).astype(np.int64)
-        captions = np.where(found, self._members[self._starts[gallery] + within], rows)
-        weights = np.where(found, self._relevancy[entry], 1.0)
-        return captions, weights.astype(np.float32)
 
 
 # ---- the trainable head and its loss -------------------------------------------------------
@@ -574,7 +201,7 @@ class RetrievalHead(nn.Module):
 Projection = Literal["linear", "relu-linear", "mlp"]
 
 
-@register_head("retrieval")
+@register_head("retrieval", task="retrieval")
 def retrieval(
     *,
     in_dims: Mapping[str, int],
@@ -718,3 +345,82 @@ def _uniform(*shape: int) -> np.ndarray:
     """Uniform [0, 1) draws from torch's global generator (seeded and checkpointed by the
     trainer, so resumed runs draw the same numbers)."""
     return torch.rand(shape, dtype=torch.float64).numpy()
+
+
+@dataclass
+class MirValidation:
+    """Scores a retrieval head on a split: each video against the split's distinct captions.
+
+    Embeddings are computed in fp32 whatever precision training used, so that `egofeat eval`
+    reproduces the scores.
+    """
+
+    caption_rows: np.ndarray
+    relevancy: np.ndarray
+    batch_size: int = 1024
+    device: Any = "auto"
+
+    @classmethod
+    def of(cls, data: HeadData, text_stream: str, *, labels: ClipLabels | None = None,
+           **kwargs: Any) -> MirValidation:
+        """The validation of ``data``: its distinct captions, relevancy from ``labels`` (default:
+        the segment-table columns of ``data.meta``)."""
+        captions = distinct_captions(data.features[text_stream].cpu().numpy())
+        labels = labels or ClipLabels.from_frame(data.meta)
+        return cls(captions, labels.relevancy(np.arange(len(labels)), captions), **kwargs)
+
+    def scores(self, embeddings: Mapping[str, np.ndarray]) -> dict[str, float]:
+        similarity = embeddings["video"] @ embeddings["text"][self.caption_rows].T
+        return score_mir(similarity, self.relevancy)[0]
+
+    def __call__(self, model: nn.Module, data: HeadData) -> dict[str, float]:
+        embedded = predict(model, data, self.batch_size, device=self.device, precision="fp32")
+        return {f"val_{key}": value for key, value in self.scores(embedded).items()}
+
+
+@register_task("retrieval")
+class RetrievalTask(Task):
+    """Video-text projectors trained with InfoNCE / EgoNCE / MI-MM, validated by MIR."""
+
+    monitor = MONITOR
+
+    def load_options(self) -> dict[str, Any]:
+        columns = self.store.segments().collect_schema().names()
+        return {"meta_columns": [c for c in LABEL_COLUMNS if c in columns]}
+
+    def fit(self, model: nn.Module, train: HeadData, val: HeadData | None, *,
+            run_dir: str | Path | None = None, resume: bool = False) -> FitResult:
+        # The head reads frame means, and the loss gathers extra rows from them.
+        train = train.time_mean()
+        return super().fit(model, train, None if val is None else val.time_mean(),
+                           run_dir=run_dir, resume=resume)
+
+    def loss(self, model: nn.Module, train: HeadData) -> RetrievalLoss:
+        captions = distinct_captions(train.features[model.text_stream].cpu().numpy())
+        return RetrievalLoss(model, train, ClipLabels.from_frame(train.meta), caption_rows=captions)
+
+    def validation(self, model: nn.Module, train: HeadData, val: HeadData | None) -> MirValidation | None:
+        if val is None:
+            return None
+        return MirValidation.of(val, model.text_stream, batch_size=self.config.trainer.eval_batch_size,
+                                device=self.config.trainer.device)
+
+    def run_summary(self, model: nn.Module, train: HeadData) -> dict[str, Any]:
+        captions = distinct_captions(train.features[model.text_stream].cpu().numpy())
+        return {"loss": model.objective.loss, "train_captions": len(captions)}
+
+    def predict(self, model: nn.Module, data: HeadData, *, split: str = "",
+                device: str = "auto") -> Predictions:
+        embedded = predict(model, data, self.config.trainer.eval_batch_size, device=device,
+                           precision="fp32")
+        return Predictions(data.segment_ids.tolist(), embeddings=embedded,
+                           rows=data.meta.select([c for c in ("split", "dataset", "video_id")
+                                                  if c in data.meta.columns]),
+                           info=self.describe(split) | {"loss": model.objective.loss,
+                                                        "text_stream": model.text_stream})
+
+    def metrics(self, predictions: Predictions, data: HeadData,
+                subsets: Subsets | None = None) -> dict[str, float]:
+        """MIR mAP / nDCG of the embeddings over the split's distinct narrations."""
+        validation = MirValidation.of(data, predictions.info["text_stream"])
+        return validation.scores(predictions.embeddings)

@@ -1,18 +1,22 @@
 """The training loop for heads: a plain torch loop with the model, the data and the loop apart.
 
 * The **model** is any ``nn.Module`` whose ``forward(batch)`` returns a dict of outputs
-  (task -> logits for the built-in heads).
+  (task -> logits for the classification heads).
 * The **data** is a :class:`~egofeat.heads.data.HeadData`; batches are gathered from its
   in-RAM tensors (see :meth:`HeadData.batch` for the batch layout).
 * The **loss** is any callable ``loss_fn(outputs, batch) -> scalar tensor``; the default,
-  :class:`MultiTaskCrossEntropy`, is the mean over tasks of cross-entropy. Distillation and
-  retrieval losses plug in the same way.
+  :class:`MultiTaskCrossEntropy`, is the mean over tasks of cross-entropy.
+* The **validation** is any callable ``validation(model, val) -> {metric: value}`` run after
+  every epoch; the default is classification accuracy (:func:`~egofeat.heads.predict.evaluate`).
+  A training task (:mod:`egofeat.heads.tasks`) brings its loss, validation and the metric to
+  monitor; the loop never asks which task or head it runs.
 
 :class:`Trainer` is seeded and deterministic on CPU (same seed, same data, same thread count:
-bitwise the same metrics), runs AdamW with a per-step linear-warmup + cosine schedule, clips
-gradients, autocasts to bf16 on CUDA, early-stops on a validation split, writes
-``metrics.jsonl``, ``last.pt`` (resume state) and ``best.pt`` into its run folder, and resumes
-from ``last.pt`` exactly as if never interrupted.
+bitwise the same metrics), runs AdamW with timm's warm-up + cosine / linear / constant
+schedules (:mod:`egofeat.heads.optim`), clips gradients, autocasts to bf16 where the hardware
+has it, early-stops on a validation split, writes ``metrics.jsonl``, ``last.pt`` (resume state)
+and ``best.pt`` into its run folder, reports progress (:mod:`egofeat._util.progress`), and
+resumes from ``last.pt`` exactly as if never interrupted.
 
 A head whose class sets ``time_pooled = True`` (the linear probe, the MLP) reads only each
 stream's time-mean; the trainer then averages the frames once instead of in every batch.
@@ -26,33 +30,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import Tensor, nn
 
+from egofeat._util.progress import ProgressReporter
 from egofeat.heads.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from egofeat.heads.config import RunConfig, TrainConfig
 from egofeat.heads.data import UNLABELLED, Batch, HeadData
+from egofeat.heads.optim import create_optimizer, create_scheduler, scheduled_lr
+from egofeat.heads.predict import (
+    LossFn,
+    autocast,
+    evaluate,
+    predict,
+    resolve_device,
+    resolve_precision,
+    topk_accuracy,
+)
 
 __all__ = [
+    "DEFAULT_MONITOR",
     "FitResult",
     "LossFn",
     "MultiTaskCrossEntropy",
     "Trainer",
-    "WarmupCosineSchedule",
+    "Validation",
     "autocast",
     "evaluate",
     "metrics_table",
@@ -64,7 +76,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[Mapping[str, Tensor], Batch], Tensor]
+Validation = Callable[[nn.Module, HeadData], Mapping[str, float]]
+"""``validation(model, val) -> {"val_...": value}``, run after every epoch."""
+
+DEFAULT_MONITOR = "val_top1_mean"
+"""What early stopping watches when neither the config nor the task names a metric."""
 
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "last.pt"
@@ -99,24 +115,6 @@ class MultiTaskCrossEntropy:
         return torch.stack(losses).mean()
 
 
-@dataclass(frozen=True)
-class WarmupCosineSchedule:
-    """Learning rate per optimizer step: linear warmup, then cosine to ``base_lr * min_lr_ratio``."""
-
-    base_lr: float
-    warmup_steps: int
-    total_steps: int
-    min_lr_ratio: float = 0.0
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.base_lr * (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.base_lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
-
-
 @dataclass
 class FitResult:
     """What :meth:`Trainer.fit` did: per-epoch metrics and the epoch kept as best."""
@@ -138,158 +136,25 @@ class FitResult:
         return self.run_dir / LAST_CHECKPOINT if self.run_dir else None
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"fp32"`` or ``"bf16"``. ``"auto"`` is bf16 where the hardware multiplies bf16 natively
-    (CUDA GPUs with bf16, CPUs with AMX, where it trains heads ~2x faster), fp32 elsewhere."""
-    if precision in ("fp32", "bf16"):
-        return precision
-    if precision != "auto":
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-        return "bf16" if capabilities.get("amx_bf16", False) else "fp32"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast when ``precision`` resolves to bf16 on ``device``, else a no-op context."""
-    if resolve_precision(precision, device) != "bf16":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def topk_accuracy(logits: Tensor, labels: Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
-    """Fraction of labelled rows whose label is among the ``k`` highest logits, per ``k``.
-
-    Rows labelled :data:`UNLABELLED` are skipped; ``k`` beyond the class count counts all.
-    """
-    labelled = labels != UNLABELLED
-    logits, labels = logits[labelled], labels[labelled]
-    if labels.numel() == 0:
-        return {k: float("nan") for k in ks}
-    ks = list(ks)
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels[:, None]
-    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
-
-
-@torch.no_grad()
-def _outputs(
-    model: nn.Module,
-    data: HeadData,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-    loss_fn: LossFn | None = None,
-) -> tuple[dict[str, Tensor], float]:
-    """All model outputs over ``data`` in row order (float32, CPU) and the mean loss."""
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[Tensor]] = {}
-    loss_sum, rows = 0.0, 0
-    try:
-        for batch in data.batches(batch_size, device=device):
-            with autocast(device, precision):
-                outputs = model(batch)
-                if loss_fn is not None:
-                    size = len(batch["index"])
-                    loss_sum += float(loss_fn(outputs, batch)) * size
-                    rows += size
-            for key, value in outputs.items():
-                chunks.setdefault(key, []).append(value.float().cpu())
-    finally:
-        model.train(was_training)
-    return {key: torch.cat(parts) for key, parts in chunks.items()}, loss_sum / max(rows, 1)
-
-
-def predict(
-    model: nn.Module,
-    data: HeadData,
-    batch_size: int = 1024,
-    *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-) -> dict[str, np.ndarray]:
-    """Model outputs (task -> float32 logits ``(N, C)``) for every row of ``data``, in order.
-
-    The model is moved to ``device``; eval mode is used and the model's mode restored after.
-    """
-    device = resolve_device(device)
-    model.to(device)
-    outputs, _ = _outputs(model, data, batch_size, device, precision)
-    return {key: value.numpy() for key, value in outputs.items()}
-
-
-def evaluate(
-    model: nn.Module,
-    data: HeadData,
-    *,
-    tasks: Iterable[str],
-    loss_fn: LossFn | None = None,
-    batch_size: int = 1024,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    prefix: str = "val_",
-) -> dict[str, float]:
-    """Loss (when ``loss_fn`` is given), top-1/top-5 per task, and mean top-1 over tasks.
-
-    Keys: ``{prefix}loss``, ``{prefix}{task}_top1``, ``{prefix}{task}_top5``,
-    ``{prefix}top1_mean``.
-    """
-    device = resolve_device(device)
-    model.to(device)
-    outputs, loss = _outputs(model, data, batch_size, device, precision, loss_fn)
-    metrics: dict[str, float] = {}
-    if loss_fn is not None:
-        metrics[f"{prefix}loss"] = loss
-    top1 = []
-    for task in tasks:
-        if task not in outputs:
-            raise KeyError(f"model gives no output for task {task!r}; outputs: {sorted(outputs)}")
-        accuracy = topk_accuracy(outputs[task], data.labels[task].cpu())
-        metrics[f"{prefix}{task}_top1"] = accuracy[1]
-        metrics[f"{prefix}{task}_top5"] = accuracy[5]
-        top1.append(accuracy[1])
-    metrics[f"{prefix}top1_mean"] = float(np.mean(top1))
-    return metrics
-
-
 def _state_copy(model: nn.Module) -> dict[str, Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: biases and norm scales are not decayed."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
 class Trainer:
-    """Fits a head on :class:`HeadData` (see the module docstring).
+    """Fits a model on :class:`HeadData` (see the module docstring).
 
     Args:
         config: training settings, or a whole :class:`RunConfig` (kept in checkpoints).
         loss_fn: ``loss_fn(outputs, batch) -> loss``; default mean cross-entropy over
             ``config.tasks``.
+        validation: ``validation(model, val) -> metrics`` after every epoch; default
+            classification accuracy and loss (:func:`~egofeat.heads.predict.evaluate`).
+        monitor: the metric early stopping and the best checkpoint follow when the config
+            names none (a task's default); else :data:`DEFAULT_MONITOR`.
         run_dir: folder for ``metrics.jsonl``, ``last.pt`` and ``best.pt``; nothing is written
             without one (and nothing can be resumed).
         callbacks: called with each epoch's metrics record after it is saved.
-        console: where the progress bar and the metrics table go (``config.progress``).
+        console: where the metrics table goes (``config.progress``).
     """
 
     def __init__(
@@ -297,6 +162,8 @@ class Trainer:
         config: TrainConfig | RunConfig,
         *,
         loss_fn: LossFn | None = None,
+        validation: Validation | None = None,
+        monitor: str | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
         console: Console | None = None,
@@ -305,10 +172,12 @@ class Trainer:
             self.config, self.run_config = config.trainer, config.to_dict()
         else:
             self.config = config
-            self.run_config = {"trainer": RunConfig(trainer=config).to_dict()["trainer"]}
+            self.run_config = {"trainer": config.model_dump(mode="json")}
         self.loss_fn = loss_fn or MultiTaskCrossEntropy(
             self.config.tasks, self.config.label_smoothing
         )
+        self.validation = validation or self._classification_metrics
+        self.monitor = self.config.monitor or monitor or DEFAULT_MONITOR
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         self.console = console or Console(stderr=True)
@@ -346,19 +215,9 @@ class Trainer:
         self._check_data(train, val)
         log.info("training on %s in %s", device, resolve_precision(config.precision, device))
         model.to(device)
-        optimizer = torch.optim.AdamW(
-            _param_groups(model, config.weight_decay),
-            lr=config.lr,
-            betas=tuple(config.betas),
-            fused=device.type in ("cpu", "cuda"),
-        )
+        optimizer = create_optimizer(model, config, device)
         steps_per_epoch = train.num_batches(config.batch_size)
-        schedule = WarmupCosineSchedule(
-            config.lr,
-            round(config.warmup_epochs * steps_per_epoch),
-            config.epochs * steps_per_epoch,
-            config.min_lr_ratio,
-        )
+        scheduler = create_scheduler(optimizer, config, steps_per_epoch)
         state = _LoopState()
         torch.manual_seed(config.seed)
         checkpoint_path = self._resume_path(resume)
@@ -373,14 +232,15 @@ class Trainer:
             val = val.to(device) if val is not None else None
         self._rewrite_metrics(state.history)
 
-        with self._progress() as progress:
-            epochs_bar = progress.add_task("epochs", total=config.epochs, completed=state.epoch)
+        progress = ProgressReporter("train", config.epochs * steps_per_epoch, unit="steps",
+                                    mode="auto" if config.progress else "off")
+        progress.done = state.step
+        with progress:
             while state.epoch < config.epochs and not state.stopped_early:
-                record = self._run_epoch(
-                    model, optimizer, schedule, train, val, state, device, progress
-                )
-                self._end_epoch(model, optimizer, schedule, train, state, record, val is not None)
-                progress.update(epochs_bar, advance=1, description=_summary(record))
+                record = self._run_epoch(model, optimizer, scheduler, train, val, state, device,
+                                         progress)
+                self._end_epoch(model, optimizer, train, state, record, val is not None)
+                progress.set(description=_summary(record, config.epochs))
         if config.restore_best and state.best_state is not None:
             model.load_state_dict(state.best_state)
         if config.progress:
@@ -399,27 +259,22 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        schedule: WarmupCosineSchedule,
+        scheduler: Any,
         train: HeadData,
         val: HeadData | None,
         state: _LoopState,
         device: torch.device,
-        progress: Progress,
+        progress: ProgressReporter,
     ) -> dict[str, Any]:
         config = self.config
         started = time.perf_counter()
         # The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
         order = torch.Generator().manual_seed(config.seed * 1_000_003 + state.epoch)
-        batches_bar = progress.add_task(
-            f"epoch {state.epoch + 1}", total=train.num_batches(config.batch_size)
-        )
         model.train()
         loss_sum = torch.zeros((), device=device)
-        lr = schedule(state.step)
+        lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
         for batch in train.batches(config.batch_size, shuffle=True, generator=order, device=device):
-            lr = schedule(state.step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
             with autocast(device, config.precision):
                 loss = self.loss_fn(model(batch), batch)
             optimizer.zero_grad(set_to_none=True)
@@ -429,33 +284,27 @@ class Trainer:
             optimizer.step()
             state.step += 1
             loss_sum += loss.detach().float() * len(batch["index"])
-            progress.advance(batches_bar)
-        progress.remove_task(batches_bar)
+            progress.advance(1)
         record: dict[str, Any] = {
             "epoch": state.epoch + 1,
             "lr": lr,
             "train_loss": loss_sum.item() / len(train),
         }
         if val is not None:
-            record.update(
-                evaluate(
-                    model,
-                    val,
-                    tasks=config.tasks,
-                    loss_fn=self.loss_fn,
-                    batch_size=config.eval_batch_size,
-                    device=device,
-                    precision=config.precision,
-                )
-            )
+            record.update(self.validation(model, val))
         record["seconds"] = round(time.perf_counter() - started, 3)
         return record
+
+    def _classification_metrics(self, model: nn.Module, val: HeadData) -> dict[str, float]:
+        config = self.config
+        return evaluate(model, val, tasks=config.tasks, loss_fn=self.loss_fn,
+                        batch_size=config.eval_batch_size, device=resolve_device(config.device),
+                        precision=config.precision)
 
     def _end_epoch(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        schedule: WarmupCosineSchedule,
         train: HeadData,
         state: _LoopState,
         record: dict[str, Any],
@@ -477,7 +326,7 @@ class Trainer:
             last = dataclasses.replace(
                 base,
                 optimizer_state=optimizer.state_dict(),
-                scheduler_state=dataclasses.asdict(schedule) | {"step": state.step},
+                scheduler_state={"step": state.step, "epoch": state.epoch},
                 trainer_state=state.to_dict(),
             )
             save_checkpoint(self.run_dir / LAST_CHECKPOINT, last)
@@ -492,13 +341,14 @@ class Trainer:
         if not validating:  # nothing to select on: the latest epoch is the best
             state.best_epoch, state.best_score = record["epoch"], None
             return True
-        if config.monitor not in record:
+        monitor = self.monitor
+        if monitor not in record:
             raise KeyError(
-                f"monitored metric {config.monitor!r} is not computed; "
-                f"metrics: {sorted(k for k in record if k != 'epoch')}"
+                f"monitored metric {monitor!r} is not computed; "
+                f"metrics: {sorted(k for k in record if k != 'epoch')} (set trainer.monitor)"
             )
-        score = float(record[config.monitor])
-        sign = -1.0 if config.monitor.endswith("loss") else 1.0
+        score = float(record[monitor])
+        sign = -1.0 if monitor.endswith("loss") else 1.0
         if state.best_score is None or sign * score > sign * state.best_score:
             state.best_epoch, state.best_score, state.bad_epochs = record["epoch"], score, 0
             return True
@@ -547,7 +397,7 @@ class Trainer:
         if checkpoint.trainer_state is None or checkpoint.optimizer_state is None:
             raise ValueError(f"{path} holds no resume state (use last.pt, not best.pt)")
         saved = checkpoint.config.get("trainer", {})
-        current = RunConfig(trainer=self.config).to_dict()["trainer"]
+        current = self.config.model_dump(mode="json")
         changed = {
             key: (saved.get(key), value)
             for key, value in current.items()
@@ -597,17 +447,6 @@ class Trainer:
                         f"train and validate on labelled splits"
                     )
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=not self.config.progress,
-            transient=True,
-        )
-
 
 @dataclass
 class _LoopState:
@@ -650,11 +489,13 @@ class _LoopState:
         )
 
 
-def _summary(record: Mapping[str, Any]) -> str:
-    parts = [f"epoch {record['epoch']}", f"loss {record['train_loss']:.3f}"]
-    if "val_top1_mean" in record:
-        parts.append(f"val top1 {record['val_top1_mean']:.3f}")
-    return "  ".join(parts)
+def _summary(record: Mapping[str, Any], epochs: int) -> str:
+    """``epoch 3/20 loss 0.512 val_top1_mean 61.20``: the CLI's units (accuracies ×100)."""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.3f}"]
+    for key, value in record.items():
+        if key.startswith("val_") and key.endswith(("top1_mean", "map_avg")):
+            parts.append(f"{key} {value:.2f}")
+    return " ".join(parts)
 
 
 def metrics_table(history: list[dict[str, Any]]) -> Table:

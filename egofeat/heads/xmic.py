@@ -14,9 +14,10 @@ context feature is L2-normalized before the transformer, class text embeddings a
 normalized before the video vector is added (only the sum is), and the classified feature is the
 L2-normalized mean over frames of the frozen features, with no learnable parameters on that path.
 
-The module also holds the pieces of the X-MIC recipe that a trainer needs: TSN-style temporal
-jitter (:class:`TemporalJitter`), the optimizer and learning-rate schedule
-(:func:`xmic_optimizer`), and the zero-shot CLIP baseline (:func:`zero_shot_logits`).
+The registered ``xmic`` head (:class:`XMICClassifier`) jitters frames in training
+(:mod:`egofeat.heads.jitter`); the ``xmic`` task that trains it from store streams and class-name
+text streams is :mod:`egofeat.heads.xmic_task`. :func:`zero_shot_logits` is the zero-shot CLIP
+baseline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egofeat.heads.data import UNLABELLED
+from egofeat.heads.jitter import TemporalJitter, batch_label, batch_stream
 from egofeat.heads.registry import ANY_STREAM, register_head
 
 __all__ = [
@@ -40,15 +42,10 @@ __all__ = [
     "XMIC_WARMUP_EPOCHS",
     "XMIC_WARMUP_MIN_LR",
     "XMIC_WEIGHT_DECAY",
-    "TemporalJitter",
+    "XMIC_TRAINER",
     "XMICClassifier",
     "XMICConfig",
     "XMICHead",
-    "dense_bin_indices",
-    "gather_frames",
-    "oversampled_bin_indices",
-    "xmic_lr",
-    "xmic_optimizer",
     "zero_shot_logits",
 ]
 
@@ -60,6 +57,23 @@ XMIC_EPOCHS = 15
 XMIC_WARMUP_EPOCHS = 5
 XMIC_WARMUP_MIN_LR = 1e-7
 XMIC_BATCH_SIZE = 32
+#: The recipe as trainer settings: AdamW (0.9, 0.98), weight decay 0.01 on every parameter, 15
+#: epochs, the rate per epoch: 1e-7 in the first, a linear warm-up over 5, then constant; no
+#: clipping, no early stop.
+XMIC_TRAINER: dict = {
+    "epochs": XMIC_EPOCHS,
+    "lr": XMIC_LR,
+    "betas": list(XMIC_BETAS),
+    "weight_decay": XMIC_WEIGHT_DECAY,
+    "decay_all_parameters": True,
+    "schedule": "constant",
+    "warmup_epochs": XMIC_WARMUP_EPOCHS,
+    "warmup_lr": XMIC_WARMUP_MIN_LR,
+    "step_on_epochs": True,
+    "batch_size": XMIC_BATCH_SIZE,
+    "grad_clip": None,
+    "patience": None,
+}
 
 
 @dataclass(frozen=True)
@@ -139,18 +153,15 @@ class XMICConfig:
         return self.context_dims or (self.width,) * len(self.context_streams)
 
 
-class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 x)``, the activation OpenAI CLIP was trained with."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block as in CLIP: ``x + MHA(LN(x))`` then ``x + MLP(LN(x))``."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
+        # open_clip's QuickGELU, the activation OpenAI CLIP was trained with; imported here so
+        # that importing the heads does not load open_clip.
+        from open_clip.transformer import QuickGELU
+
         hidden = round(width * mlp_ratio)
         self.ln_1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
@@ -260,14 +271,14 @@ class XMICHead(nn.Module):
         The batch is the trainer's layout (``{"features": {stream: ...}, "labels": {task: ...}}``)
         or a flat dict of streams and labels.
         """
-        classified = _stream(batch, self.config.classified_stream)
-        context = [_stream(batch, name) for name in self.config.context_streams]
+        classified = batch_stream(batch, self.config.classified_stream)
+        context = [batch_stream(batch, name) for name in self.config.context_streams]
         return {self.config.task: self.logits(classified, context)}
 
     def loss(self, batch: Mapping) -> Tensor:
         """X-MIC's objective: plain cross-entropy (no smoothing); unlabelled rows are skipped."""
         logits = self(batch)[self.config.task]
-        labels = _lookup(_labels(batch), self.config.task, "labels")
+        labels = batch_label(batch, self.config.task)
         return F.cross_entropy(logits, labels.long(), ignore_index=UNLABELLED)
 
     def _context_tokens(self, context: Sequence[Tensor]) -> Tensor:
@@ -297,28 +308,6 @@ class XMICHead(nn.Module):
         return torch.stack(tokens, dim=2)
 
 
-def _streams(batch: Mapping) -> Mapping[str, Tensor]:
-    """The stream features of a batch: the trainer's ``batch["features"]``, or a flat dict."""
-    features = batch.get("features")
-    return features if isinstance(features, Mapping) else batch
-
-
-def _labels(batch: Mapping) -> Mapping[str, Tensor]:
-    labels = batch.get("labels")
-    return labels if isinstance(labels, Mapping) else batch
-
-
-def _stream(batch: Mapping, name: str) -> Tensor:
-    return _lookup(_streams(batch), name, "streams")
-
-
-def _lookup(entries: Mapping[str, Tensor], name: str, what: str) -> Tensor:
-    try:
-        return entries[name]
-    except KeyError:
-        raise KeyError(f"batch {what} have no entry {name!r}; they are {sorted(entries)}") from None
-
-
 def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float = 100.0) -> Tensor:
     """Zero-shot CLIP classification: cosine of the frame-mean feature with each class text.
 
@@ -332,159 +321,6 @@ def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float
     """
     pooled = video_feats.float().mean(dim=1) if video_feats.ndim == 3 else video_feats.float()
     return logit_scale * F.normalize(pooled, dim=-1) @ F.normalize(class_text.float(), dim=-1).T
-
-
-# --- temporal jitter ------------------------------------------------------------------------
-
-
-def oversampled_bin_indices(
-    batch_size: int,
-    num_bins: int,
-    per_bin: int,
-    *,
-    train: bool,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Frame columns to read from a stream stored with ``per_bin`` frames in each of ``num_bins``.
-
-    Bin ``b`` occupies columns ``b * per_bin .. b * per_bin + per_bin - 1``. In training one frame
-    per bin and per sample is drawn uniformly (TSN-style jitter, as X-MIC trains); at evaluation
-    the bin-centre frame is read, index ``(per_bin - 1) // 2`` within the bin (the earlier of the
-    two middle frames when ``per_bin`` is even).
-
-    Returns:
-        ``(batch_size, num_bins)`` int64 column indices.
-    """
-    starts = torch.arange(num_bins) * per_bin
-    if not train:
-        return (starts + (per_bin - 1) // 2).expand(batch_size, num_bins).clone()
-    offsets = torch.randint(per_bin, (batch_size, num_bins), generator=generator)
-    return starts + offsets
-
-
-def dense_bin_indices(
-    lengths: Tensor,
-    num_bins: int,
-    *,
-    train: bool,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """TSN sampling from densely stored frames: split each segment's frames into equal bins.
-
-    Segment ``i`` has ``lengths[i]`` frames; bin ``b`` covers frames
-    ``[b * n / num_bins, (b + 1) * n / num_bins)``. Training draws a uniform frame in each bin,
-    evaluation takes the frame at the bin centre. Segments shorter than ``num_bins`` repeat frames.
-
-    Returns:
-        ``(len(lengths), num_bins)`` int64 frame indices.
-    """
-    lengths = torch.as_tensor(lengths, dtype=torch.float64)
-    if lengths.ndim != 1 or bool((lengths < 1).any()):
-        raise ValueError(f"lengths must be a 1-D tensor of positive frame counts, got {lengths}")
-    if train:
-        position = torch.rand((len(lengths), num_bins), generator=generator, dtype=torch.float64)
-    else:
-        position = torch.full((len(lengths), num_bins), 0.5, dtype=torch.float64)
-    bin_width = lengths[:, None] / num_bins
-    index = ((torch.arange(num_bins) + position) * bin_width).floor().long()
-    return torch.minimum(index, lengths[:, None].long() - 1)
-
-
-def gather_frames(features: Tensor, indices: Tensor) -> Tensor:
-    """Pick ``features[b, indices[b, t]]``: ``(B, N, D)`` and ``(B, T)`` give ``(B, T, D)``."""
-    expanded = indices.to(features.device)[..., None].expand(-1, -1, features.shape[-1])
-    return features.gather(1, expanded)
-
-
-class TemporalJitter:
-    """Sample the same frames from several streams of a batch, as X-MIC's data loader does.
-
-    Streams must be stored oversampled: ``num_bins * K`` frames per segment (bin ``b`` in columns
-    ``b*K .. b*K+K-1``). Every listed stream of a sample is read at the same indices so the
-    classified and context features stay aligned; other batch entries pass through unchanged.
-
-    The generator is reseeded from ``(seed, epoch)`` by :meth:`set_epoch`, so the jitter of an
-    epoch is reproducible given the batch order. With ``seed=None`` the frames are drawn from
-    torch's global RNG instead, which :class:`~egofeat.heads.trainer.Trainer` seeds and saves in
-    its checkpoints, so a resumed run jitters exactly as an uninterrupted one.
-    """
-
-    def __init__(self, streams: Sequence[str], num_bins: int = 16, seed: int | None = 0) -> None:
-        self.streams = tuple(streams)
-        self.num_bins = num_bins
-        self.seed = seed
-        self.generator = torch.Generator() if seed is not None else None
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Restart the random stream for ``epoch`` (nothing to do with the global RNG)."""
-        if self.generator is not None:
-            self.generator.manual_seed(self.seed * 1_000_003 + epoch)
-
-    def __call__(self, batch: Mapping, *, train: bool) -> dict:
-        """A copy of ``batch`` (trainer layout or flat) with the listed streams jittered."""
-        features = _streams(batch)
-        first = _stream(batch, self.streams[0])
-        batch_size, columns = first.shape[:2]
-        if columns % self.num_bins:
-            raise ValueError(
-                f"stream {self.streams[0]!r} has {columns} frames per segment, not a multiple of "
-                f"{self.num_bins} bins: store it with K frames per bin (num_bins * K frames)"
-            )
-        indices = oversampled_bin_indices(
-            batch_size,
-            self.num_bins,
-            columns // self.num_bins,
-            train=train,
-            generator=self.generator,
-        )
-        jittered = dict(features)
-        for name in self.streams:
-            stream = _stream(batch, name)
-            if stream.shape[:2] != first.shape[:2]:
-                raise ValueError(
-                    f"stream {name!r} has shape {tuple(stream.shape)} but {self.streams[0]!r} "
-                    f"has {tuple(first.shape)}: jittered streams must share frame sampling"
-                )
-            jittered[name] = gather_frames(stream, indices)
-        return jittered if features is batch else {**batch, "features": jittered}
-
-
-# --- optimization recipe ----------------------------------------------------------------------
-
-
-def xmic_lr(
-    epoch: int,
-    *,
-    lr: float = XMIC_LR,
-    warmup_epochs: int = XMIC_WARMUP_EPOCHS,
-    warmup_min_lr: float = XMIC_WARMUP_MIN_LR,
-) -> float:
-    """Learning rate of an epoch under X-MIC's schedule.
-
-    The reference steps the learning rate per epoch: ``warmup_min_lr`` at epoch 0, then
-    ``lr * epoch / warmup_epochs`` up to the end of warm-up, then constant ``lr`` (its StepLR at
-    ``max_epoch`` never fires within the 15 epochs). With the defaults: 1e-7, 1e-4, 2e-4, 3e-4,
-    4e-4, then 5e-4 for epochs 5-14.
-    """
-    if epoch == 0 and warmup_epochs > 0:
-        return warmup_min_lr
-    return lr * min(1.0, epoch / warmup_epochs) if warmup_epochs > 0 else lr
-
-
-def xmic_optimizer(
-    model: nn.Module, *, lr: float = XMIC_LR
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (betas 0.9/0.98, weight decay 0.01 on all parameters) and its per-epoch schedule.
-
-    Call ``scheduler.step()`` once at the end of every epoch.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=XMIC_BETAS, weight_decay=XMIC_WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: xmic_lr(epoch, lr=lr) / lr
-    )
-    return optimizer, scheduler
 
 
 # --- the registered head --------------------------------------------------------------------
@@ -576,7 +412,7 @@ class XMICClassifier(nn.Module):
         return getattr(self, f"class_text_{task}")
 
 
-@register_head("xmic")
+@register_head("xmic", task="xmic")
 def xmic(
     *,
     in_dims,
@@ -597,10 +433,10 @@ def xmic(
     bins (default: the stored frame count, i.e. no jitter; ``egofeat train`` sets it from the
     streams' sampling); ``width``: of the conditioning transformer (default: the classified
     stream's dim); ``class_text``: the text stream of the class names, ``{task}`` and
-    ``{dataset}`` filled in (read by ``egofeat train``; default: found by name, see
-    ``egofeat.pipelines.xmic.create_xmic_head``).
+    ``{dataset}`` filled in (read by the ``xmic`` task; default: found by name, see
+    :class:`~egofeat.heads.xmic_task.XMICTask`).
     """
-    del class_text  # resolved and loaded by the pipeline; kept in the spec as provenance
+    del class_text  # resolved and loaded by the task; kept in the spec as provenance
     if ANY_STREAM in in_dims:
         raise ValueError("the xmic head needs named streams: in_dims={'clip/hand': 512, ...}")
     streams = list(in_dims)

@@ -10,30 +10,15 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from egofeat._util.jsonsafe import jsonable
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def print_json(data: Any) -> None:
     """Print ``data`` as JSON on stdout (NaN becomes null, numpy/polars values become plain)."""
-    print(json.dumps(_plain(data), indent=1))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            return _plain(value.item())
-        except (ValueError, AttributeError):
-            return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    print(json.dumps(jsonable(data), indent=1))
 
 
 def frame_table(frame: pl.DataFrame, title: str | None = None, max_rows: int = 50) -> Table:

@@ -12,16 +12,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from egofeat.config import DistillConfig, ExtractConfig
 from egofeat.extract.synthetic import write_synthetic_dataset
+from egofeat.heads import RunConfig, load_config
 from egofeat.pipelines.distill import run_distill
-from egofeat.pipelines.extract import ExtractOptions, run_extract
-from egofeat.pipelines.runs import resolve_config, train_run
-from egofeat.pipelines.xmic import xmic_demo
+from egofeat.pipelines.executors import execute
+from egofeat.pipelines.synthetic_domains import xmic_demo
+from egofeat.pipelines.train import train_run
 from egofeat.store import FeatureStore
 
 #: the demo's head: an MLP on full-frame + hand-crop features (see `egofeat heads`)
-DEMO_HEAD = ("mlp", ["trainer.lr=0.01", "trainer.patience=null", "trainer.batch_size=64"])
+DEMO_HEAD = "mlp"
 DEMO_EPOCHS = 40
+DEMO_TRAINER = {"lr": 0.01, "patience": None, "batch_size": 64, "epochs": DEMO_EPOCHS, "device": "cpu",
+                "progress": False, "tasks": ["verb", "noun"]}
+
+
+def demo_config(streams: list[str]) -> RunConfig:
+    """The demo head's run config on ``streams``."""
+    return load_config(layers=[{"head": {"name": DEMO_HEAD}, "trainer": DEMO_TRAINER,
+                                "data": {"streams": streams}}])
 
 
 def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers: int = 1) -> dict[str, Any]:
@@ -37,17 +47,14 @@ def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers
     else:
         dataset = write_synthetic_dataset(dataset_dir, n_videos=12, segments_per_video=30)
         annotations, verbs, nouns = dataset.annotations_dir, dataset.verbs, dataset.nouns
-    options = ExtractOptions(
+    options = ExtractConfig(
         annotations=[annotations / "EPIC_100_train.csv", annotations / "EPIC_100_validation.csv"],
-        videos=dataset_dir, store=out / "store", crop="both", boxes=dataset_dir, frames=8,
-        encoders=("tiny",), workers=workers, progress=progress,
+        videos=dataset_dir, store=str(out / "store"), crop="both", boxes=dataset_dir, frames=8,
+        encoders=["tiny"], workers=workers, progress=progress,
     )
-    extraction = run_extract(options)
-    head, overrides = DEMO_HEAD
-    config = resolve_config(None, overrides, streams=["tiny/full", "tiny/hand"], head=head,
-                            tasks=["verb", "noun"], epochs=DEMO_EPOCHS, device="cpu", progress=False)
-    run = train_run(extraction.store, out / "runs" / head, config)
-    runs = [{"name": head, "path": run["run"], "streams": run["streams"],
+    extraction = execute(options)
+    run = train_run(extraction.store, out / "runs" / DEMO_HEAD, demo_config(["tiny/full", "tiny/hand"]))
+    runs = [{"name": DEMO_HEAD, "path": run["run"], "streams": run["streams"],
              "metrics": {k: v for k, v in run["metrics"].items() if k.startswith("all_") and "count" not in k},
              "chance": {"verb": 100 / len(verbs), "noun": 100 / len(nouns)},
              "plots": str(Path(run["run"]) / "plots")}]
@@ -66,12 +73,11 @@ def run_demo(out: str | Path = "egofeat-demo", *, progress: bool = True, workers
 
 def _distilled_runs(store: str, teacher: str, runs_dir: Path, *, chance: dict[str, float]) -> list[dict[str, Any]]:
     """The demo head on the full frame only: distilled from the full + hand run, and CE-only."""
-    head, overrides = DEMO_HEAD
-    config = resolve_config(None, overrides, streams=["tiny/full"], head=head, tasks=["verb", "noun"],
-                            epochs=DEMO_EPOCHS, device="cpu", progress=False)
-    result = run_distill([teacher], runs_dir / f"{head}-distilled", config, store_path=store)
+    config = DistillConfig(teachers=[teacher], out=runs_dir / f"{DEMO_HEAD}-distilled", store=store,
+                           student=demo_config(["tiny/full"]))
+    result = run_distill(config)
     entries = []
-    for name, run in ((f"{head}-distilled", result["student"]), (f"{head}-ce", result["baseline"])):
+    for name, run in ((f"{DEMO_HEAD}-distilled", result["student"]), (f"{DEMO_HEAD}-ce", result["baseline"])):
         entries.append({"name": name, "path": run["run"], "streams": run["streams"],
                         "metrics": {k: v for k, v in run["metrics"].items() if k.startswith("all_") and "count" not in k},
                         "chance": chance, "plots": str(Path(run["run"]) / "plots")})

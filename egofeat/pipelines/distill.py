@@ -11,12 +11,13 @@ Multimodal distillation (``reference/heads.md`` §1) moved onto a feature store:
    was trained on. Asking for the same teachers again finds that stream by its name (which
    hashes the provenance) and reuses it; a retrained teacher has another checkpoint hash and
    gets a new stream.
-2. **The student** is any registered head on its own stream(s), trained by the ordinary run
-   machinery (:func:`~egofeat.pipelines.runs.train_run`) with the cached logits loaded beside
-   its features and :class:`~egofeat.heads.distill.DistillationLoss` as the loss. Its run
-   folder is an ordinary run folder (``egofeat eval`` / ``predict`` work on it and need no
-   teacher). With ``baseline`` the same head is also trained with cross-entropy only, on the
-   same rows, into ``<out>/baseline``.
+2. **The student** is any classification head on its own stream(s), trained as the ``distill``
+   task (:class:`~egofeat.heads.distill.DistillTask`: the cached logits are loaded beside its
+   features, :class:`~egofeat.heads.distill.DistillationLoss` is the loss) by the ordinary run
+   machinery (:func:`~egofeat.pipelines.train.train_run`). Its run folder is an ordinary run
+   folder (``egofeat eval`` / ``predict`` work on it and need no teacher). With ``baseline`` the
+   same head is also trained with cross-entropy only (the same task with ``w_distill = 0``,
+   ``w_gt = 1``: the same rows) into ``<out>/baseline``.
 3. **The report** (``distill_report.json`` and ``.md`` in the student's run folder) compares
    student, teacher ensemble, each teacher and the CE-only head on the val split: EPIC metrics,
    ECE (15 bins) and reliability diagrams (``plots/reliability_*.png``).
@@ -32,10 +33,8 @@ held-out videos; the student still trains on all train rows, as in the reference
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,39 +46,33 @@ import polars as pl
 import torch
 
 from egofeat import eval as metrics_lib
-from egofeat.heads import HeadData, load_head_data
+from egofeat._util.hashing import file_sha256
+from egofeat._util.jsonsafe import jsonable
+from egofeat.config import DistillConfig
+from egofeat.eval import Predictions, load_predictions, score
+from egofeat.heads import RunConfig, Subsets, head_task, load_head_data
 from egofeat.heads.checkpoint import Checkpoint
-from egofeat.heads.config import RunConfig
 from egofeat.heads.distill import (
-    WEIGHTINGS,
-    DistillationLoss,
     dataset_weights,
     ensemble_logits,
     pack_teacher_logits,
     unpack_teacher_logits,
 )
-from egofeat.heads.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
-from egofeat.pipelines.runs import (
-    LOGREG,
-    RUN_FILE,
-    SubsetFiles,
-    load_run,
-    run_outputs,
-    score,
-    train_run,
-)
+from egofeat.heads.registry import DEFAULT_TASK
+from egofeat.pipelines.evaluate import SubsetFiles, run_predictions
+from egofeat.pipelines.rundir import RunFolder
+from egofeat.pipelines.train import train_run
 from egofeat.store import FeatureStore, PartAlreadyCommittedError, Stream
+from egofeat.store.names import safe_name, teacher_stream
 from egofeat.store.provenance import comparable, provenance_key
 
 __all__ = [
     "BASELINE_DIR",
     "REPORT_JSON",
     "REPORT_MARKDOWN",
-    "DistillSettings",
     "TeacherLogits",
     "cache_teacher_logits",
     "calibrate_teacher_weights",
-    "default_stream_name",
     "distill_report",
     "report_markdown",
     "run_distill",
@@ -92,41 +85,6 @@ REPORT_JSON = "distill_report.json"
 REPORT_MARKDOWN = "distill_report.md"
 #: Confidence bins of the ECE and the reliability diagrams (as the reference evaluates).
 ECE_BINS = 15
-
-
-@dataclass
-class DistillSettings:
-    """How the student learns from the teachers (defaults: the reference's pure distillation).
-
-    Per task: ``w_distill · T² · KL(teacher ‖ student) + w_gt · CE(student, label)``, averaged
-    over tasks; the teacher is the ensemble chosen by ``weighting`` (one of ``mean``,
-    ``per-sample``, ``dataset``; see the module docstring) with softmin temperature ``tau_w``.
-    ``calibration_fraction`` of the train videos calibrates the ``dataset`` weights.
-    """
-
-    weighting: str = "mean"
-    temperature: float = 1.0
-    w_distill: float = 1.0
-    w_gt: float = 0.0
-    tau_w: float = 1.0
-    calibration_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.temperature <= 0 or self.tau_w <= 0:
-            raise ValueError(
-                f"temperature and tau_w must be positive, got {self.temperature}, {self.tau_w}"
-            )
-        if self.w_distill < 0 or self.w_gt < 0 or self.w_distill + self.w_gt == 0:
-            raise ValueError(
-                f"w_distill and w_gt must be non-negative and not both 0, got "
-                f"{self.w_distill}, {self.w_gt}"
-            )
-        if not 0 < self.calibration_fraction < 1:
-            raise ValueError(
-                f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
-            )
 
 
 @dataclass(frozen=True)
@@ -161,7 +119,7 @@ def teacher_provenance(teachers: Sequence[str | Path]) -> dict[str, Any]:
     if repeated:
         raise ValueError(f"teacher run(s) {repeated} given twice; name each teacher once")
     runs.sort()  # the same teachers in another order are the same ensemble: one stream
-    checkpoints = {run: load_run(run)[1] for run in runs}
+    checkpoints = {run: RunFolder.open(run).checkpoint() for run in runs}
     for run, checkpoint in checkpoints.items():
         if checkpoint.head is None:
             raise ValueError(f"teacher {run}: its checkpoint has no head spec to predict with")
@@ -184,22 +142,14 @@ def teacher_provenance(teachers: Sequence[str | Path]) -> dict[str, Any]:
 
 
 def _teacher_entry(run: Path, checkpoint: Checkpoint) -> dict[str, Any]:
-    path = _checkpoint_file(run)
+    path = RunFolder.open(run).checkpoint_path()
     return {
         "run": str(run),
         "checkpoint": path.name,
-        "checkpoint_sha256": _sha256(path),
+        "checkpoint_sha256": file_sha256(path),
         "head": checkpoint.head.to_dict(),
         "streams": {name: comparable(p) for name, p in checkpoint.provenance.items()},
     }
-
-
-def default_stream_name(provenance: dict[str, Any]) -> str:
-    """``teachers/<run names>-<provenance hash>``: the same teachers always map to one name."""
-    names = "+".join(_safe(Path(t["run"]).name) for t in provenance["teachers"])
-    if len(names) > 80:
-        names = f"{len(provenance['teachers'])}-runs"
-    return f"teachers/{names}-{provenance_key(provenance)[:8]}"
 
 
 def cache_teacher_logits(
@@ -230,7 +180,7 @@ def cache_teacher_logits(
     runs = [entry["run"] for entry in provenance["teachers"]]
     store = FeatureStore.open(store_path)
     stream = store.create_stream(
-        name or default_stream_name(provenance),
+        name or teacher_stream([t["run"] for t in provenance["teachers"]], provenance_key(provenance)),
         dim=len(runs) * sum(num_classes.values()),
         provenance=provenance,
         kind="logits",
@@ -239,7 +189,7 @@ def cache_teacher_logits(
     )
     written, reused = [], []
     for split in dict.fromkeys(splits):
-        part = _safe(split)
+        part = safe_name(split)
         if not stream.is_committed(part):
             try:
                 _write_split(store, stream, runs, split, part, num_classes, device)
@@ -265,8 +215,8 @@ def _write_split(
         raise KeyError(f"the store has no segments in split {split!r} to predict teachers on")
     outputs, datasets = [], set()
     for i, run in enumerate(runs):
-        logits, data, _ = run_outputs(run, split, store_path=store.path, device=device)
-        outputs.append(logits)
+        predictions, data, _ = run_predictions(run, split, store_path=store.path, device=device)
+        outputs.append(predictions.logits)
         rows = pl.DataFrame({"segment_id": data.segment_ids, f"row{i}": np.arange(len(data))})
         table = table.join(rows, on="segment_id", how="left", maintain_order="left")
         if "dataset" in data.meta.columns:
@@ -300,143 +250,81 @@ def _write_split(
             )
 
 
-def _checkpoint_file(run: Path) -> Path:
-    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
-        if (run / name).exists():
-            return run / name
-    raise FileNotFoundError(f"run {run} has no checkpoint ({BEST_CHECKPOINT} or {LAST_CHECKPOINT})")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _names_differ(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:
     return any(task in b and a[task] != b[task] for task in a)
-
-
-def _safe(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._+=@-]", "_", text).lstrip("._+=@-")
-    return cleaned or "run"
 
 
 # ---- 2. training the student ---------------------------------------------------------------
 
 
-def run_distill(
-    teachers: Sequence[str | Path],
-    out: str | Path,
-    config: RunConfig,
-    settings: DistillSettings | None = None,
-    *,
-    store_path: str | Path | None = None,
-    baseline: bool = True,
-    teacher_stream: str | None = None,
-    subsets: SubsetFiles | None = None,
-) -> dict[str, Any]:
-    """Distil ``teachers`` into the head of ``config`` on its streams; write run folder ``out``.
+def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) -> dict[str, Any]:
+    """Distil ``config.teachers`` into the student run ``config.student``; write run folder
+    ``config.out``.
 
-    Caches the teachers' logits (or reuses them), trains the student, with ``baseline`` also the
-    CE-only head into ``out/baseline``, then writes the comparison report (when there is a val
-    split or holdout). ``store_path`` defaults to the first teacher's store. Returns a JSON-able summary.
+    Caches the teachers' logits (or reuses them), trains the student (the ``distill`` task),
+    with ``baseline`` also the same head on the same rows with cross-entropy only into
+    ``out/baseline``, then writes the comparison report (when there is a val split or holdout).
+    The store defaults to the first teacher's. Returns a JSON-able summary.
     """
     started = time.perf_counter()
-    settings = settings or DistillSettings()
-    out = Path(out)
-    if config.head.name == LOGREG:
+    student = config.student
+    if head_task(student.head.name) != DEFAULT_TASK:
         raise ValueError(
-            f"head {LOGREG!r} is fitted by scikit-learn, not by a loss: pick a torch head"
+            f"head {student.head.name!r} is trained by the {head_task(student.head.name)!r} task, "
+            "not by a loss: pick a classification head (egofeat heads) for the student"
         )
-    if not teachers:
-        raise ValueError("give at least one teacher run folder (--teachers RUN[,RUN])")
-    if store_path is None:
-        store_path = load_run(teachers[0])[0]["store"]
-    store = FeatureStore.open(store_path)
-    cache = cache_teacher_logits(
-        store.path,
-        teachers,
-        _splits_to_cache(store, config),
-        name=teacher_stream,
-        device=config.trainer.device,
-    )
-    missing = [task for task in config.trainer.tasks if task not in cache.num_classes]
+    out = Path(config.out)
+    store = FeatureStore.open(config.store or RunFolder.open(config.teachers[0]).store)
+    cache = cache_teacher_logits(store.path, config.teachers, _splits_to_cache(store, student),
+                                 name=config.teacher_stream, device=student.trainer.device)
+    missing = [task for task in student.trainer.tasks if task not in cache.num_classes]
     if missing:
         raise ValueError(f"the teachers predict {sorted(cache.num_classes)}, not task(s) {missing}")
+    options = dict(student.task.options, teacher_stream=cache.stream, teacher_classes=cache.num_classes)
     weights, calibration = None, None
-    if settings.weighting == "dataset":
-        weights, calibration = calibrate_teacher_weights(store, config, cache, settings)
-    loss = DistillationLoss(
-        cache.stream,
-        cache.num_classes,
-        weighting=settings.weighting,
-        teacher_weights=weights,
-        tau_w=settings.tau_w,
-        temperature=settings.temperature,
-        w_distill=settings.w_distill,
-        w_gt=settings.w_gt,
-        tasks=config.trainer.tasks,
-    )
-    info = {
-        "teachers": cache.teachers,
-        "teacher_stream": cache.stream,
-        "settings": dataclasses.asdict(settings),
-        "teacher_weights": _listed(weights),
-        "calibration": calibration,
-    }
-    student = train_run(
-        store.path,
-        out,
-        config,
-        subsets=subsets,
-        loss_fn=loss,
-        extra_streams=[cache.stream],
-        run_info={"distillation": info},
-    )
+    if options.get("weighting") == "dataset":
+        weights, calibration = calibrate_teacher_weights(store, student, cache, options.get("tau_w", 1.0),
+                                                         config.calibration_fraction)
+        options["teacher_weights"] = _listed(weights)
+    distilled = _with_task(student, options)
+    info = {"teachers": cache.teachers, "teacher_stream": cache.stream, "settings": options,
+            "teacher_weights": _listed(weights), "calibration": calibration}
     summary: dict[str, Any] = {
-        "run": str(out),
-        "teachers": cache.teachers,
-        "teacher_stream": cache.to_dict(),
-        "settings": dataclasses.asdict(settings),
-        "student": student,
-        "baseline": None,
+        "run": str(out), "teachers": cache.teachers, "teacher_stream": cache.to_dict(),
+        "settings": options, "baseline": None,
+        "student": train_run(store.path, out, distilled, subsets=(subsets or SubsetFiles()).load(),
+                             run_info={"distillation": info}),
     }
-    if baseline:
-        summary["baseline"] = train_run(
-            store.path,
-            out / BASELINE_DIR,
-            config,
-            subsets=subsets,
-            extra_streams=[cache.stream],
-            run_info={"baseline_of": str(out), "teacher_stream": cache.stream},
-        )
-    if "metrics" in student:
-        summary["report"] = distill_report(out, cache, weights, subsets=subsets, settings=settings)
+    if config.baseline:  # the same rows (those with teacher logits), cross-entropy only
+        ce_only = _with_task(student, {**options, "w_distill": 0.0, "w_gt": 1.0, "weighting": "mean",
+                                       "teacher_weights": None})
+        summary["baseline"] = train_run(store.path, out / BASELINE_DIR, ce_only,
+                                        subsets=(subsets or SubsetFiles()).load(),
+                                        run_info={"baseline_of": str(out), "teacher_stream": cache.stream})
+    if "metrics" in summary["student"]:
+        summary["report"] = distill_report(out, cache, weights, subsets=subsets, settings=options)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
 
 
-def calibrate_teacher_weights(
-    store: FeatureStore, config: RunConfig, cache: TeacherLogits, settings: DistillSettings
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _with_task(config: RunConfig, options: dict[str, Any]) -> RunConfig:
+    """``config`` trained as the ``distill`` task with ``options``."""
+    raw = config.to_dict()
+    raw["task"] = {"name": "distill", **{k: v for k, v in options.items() if k != "name"}}
+    return RunConfig.from_dict(raw, source="distillation")
+
+
+def calibrate_teacher_weights(store: FeatureStore, config: RunConfig, cache: TeacherLogits,
+                              tau_w: float, fraction: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Fixed teacher weights from the teachers' CE on a held-out fraction of the train videos."""
-    data = load_head_data(
-        store,
-        [cache.stream],
-        tasks=config.trainer.tasks,
-        splits=[config.data.train_split],
-        dataset=config.data.dataset,
-    )
+    data = load_head_data(store, [cache.stream], tasks=config.trainer.tasks,
+                          splits=[config.data.train_split], dataset=config.data.dataset)
     group = "video_id" if "video_id" in data.meta.columns else None
-    _, held = data.holdout(settings.calibration_fraction, seed=config.trainer.seed, group_by=group)
-    teachers = _tasks_only(
-        unpack_teacher_logits(held.features[cache.stream], cache.num_classes), config.trainer.tasks
-    )
+    _, held = data.holdout(fraction, seed=config.trainer.seed, group_by=group)
+    teachers = _tasks_only(unpack_teacher_logits(held.features[cache.stream], cache.num_classes),
+                           config.trainer.tasks)
     labels = {task: held.labels[task] for task in config.trainer.tasks}
-    weights = dataset_weights(teachers, labels, settings.tau_w)
+    weights = dataset_weights(teachers, labels, tau_w)
     videos = held.meta[group].n_unique() if group else None
     return weights, {"rows": len(held), "videos": videos, "split": config.data.train_split}
 
@@ -470,7 +358,7 @@ def distill_report(
     weights: dict[str, torch.Tensor] | None = None,
     *,
     subsets: SubsetFiles | None = None,
-    settings: DistillSettings | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compare student, teacher ensemble, each teacher and the CE-only head on the val split.
 
@@ -480,19 +368,19 @@ def distill_report(
     ``weights`` are the ensemble's fixed teacher weights (``None``: uniform).
     """
     out = Path(out)
-    run = json.loads((out / RUN_FILE).read_text())
-    split = run["val_split"]
-    student = pl.read_parquet(out / f"predictions-{split}.parquet")
-    tasks = list(run["tasks"])
-    ids = student["segment_id"].to_list()
+    run = RunFolder.open(out)
+    split = run.info["val_split"]
+    student = run.read_predictions(split)
+    tasks = list(run.info["tasks"])
+    ids = student.segment_ids
     models: dict[str, dict[str, np.ndarray]] = {"student (distilled)": _logits(student, tasks)}
-    baseline_file = out / BASELINE_DIR / f"predictions-{split}.parquet"
+    baseline_file = RunFolder(out / BASELINE_DIR, {}).predictions_path(split)
     if baseline_file.exists():
-        frame = pl.read_parquet(baseline_file)
-        if frame["segment_id"].to_list() != ids:
+        baseline = load_predictions(baseline_file)
+        if baseline.segment_ids != ids:
             raise ValueError(f"{baseline_file} holds other segments than the student's {split!r}")
-        models["CE-only"] = _logits(frame, tasks)
-    store = FeatureStore.open(run["store"])
+        models["CE-only"] = _logits(baseline, tasks)
+    store = FeatureStore.open(run.store)
     packed = torch.from_numpy(np.ascontiguousarray(store.stream(cache.stream).read(ids)))
     teachers = _tasks_only(unpack_teacher_logits(packed, cache.num_classes), tasks)
     ensemble = ensemble_logits(teachers, weights)
@@ -500,11 +388,10 @@ def distill_report(
     for i, (path, logits) in enumerate(zip(cache.teachers, teachers, strict=True)):
         models[f"teacher {i + 1}: {Path(path).name}"] = {t: logits[t].numpy() for t in tasks}
 
-    data = _scoring_data(store, student, tasks, cache.num_classes)
-    scored = subsets.load() if subsets else SubsetFiles().load()
+    scored = (subsets or SubsetFiles()).load()
     plotted = ("student (distilled)", "CE-only", "teacher ensemble")
     entries = [
-        _model_entry(label, outputs, data, scored, out if label in plotted else None)
+        _model_entry(label, outputs, student, scored, out if label in plotted else None)
         for label, outputs in models.items()
     ]
     report = {
@@ -513,12 +400,12 @@ def distill_report(
         "tasks": tasks,
         "teachers": cache.teachers,
         "teacher_stream": cache.stream,
-        "settings": dataclasses.asdict(settings) if settings else None,
+        "settings": settings,
         "ensemble_weights": _listed(weights) or "uniform",
         "ece_bins": ECE_BINS,
         "models": entries,
     }
-    (out / REPORT_JSON).write_text(json.dumps(_finite(report), indent=1))
+    (out / REPORT_JSON).write_text(json.dumps(jsonable(report), indent=1))
     (out / REPORT_MARKDOWN).write_text(report_markdown(report))
     return {
         "json": str(out / REPORT_JSON),
@@ -560,20 +447,22 @@ def report_markdown(report: dict[str, Any]) -> str:
 def _model_entry(
     label: str,
     outputs: dict[str, np.ndarray],
-    data: HeadData,
-    subsets: dict[str, Any],
+    predictions: Predictions,
+    subsets: Subsets,
     plot_dir: Path | None,
 ) -> dict[str, Any]:
+    """A model's EPIC metrics, ECE and reliability diagrams against the predictions' labels."""
     from egofeat.eval.plots import plot_reliability_diagram
 
     entry: dict[str, Any] = {
         "model": label,
-        "metrics": score(outputs, data, subsets),
+        "metrics": score(outputs, predictions.labels, participant_ids=predictions.column("participant_id"),
+                         **subsets.as_kwargs()),
         "ece": {},
         "reliability": {},
     }
     for task, logits in outputs.items():
-        labels = data.labels[task].numpy()
+        labels = predictions.labels[task]
         keep = labels >= 0
         if not keep.any():
             continue
@@ -581,39 +470,15 @@ def _model_entry(
         bins = metrics_lib.reliability_bins(probs, labels[keep], n_bins=ECE_BINS)
         entry["ece"][task] = bins.expected_calibration_error
         if plot_dir is not None:
-            path = plot_dir / "plots" / f"reliability_{_safe(label.split(' (')[0])}_{task}.png"
+            path = plot_dir / "plots" / f"reliability_{safe_name(label.split(' (')[0])}_{task}.png"
             title = f"{label}, {task}: ECE {100 * bins.expected_calibration_error:.2f}%"
             plot_reliability_diagram(bins, path, title=title)
             entry["reliability"][task] = str(path)
     return entry
 
 
-def _scoring_data(
-    store: FeatureStore, predictions: pl.DataFrame, tasks: Sequence[str], num_classes: dict
-) -> HeadData:
-    """Labels and participants of the predicted segments, as ``score`` takes them."""
-    segments = store.segments().collect()
-    segments = segments.select(
-        [c for c in ("segment_id", "participant_id") if c in segments.columns]
-    )
-    meta = predictions.select("segment_id").join(
-        segments, on="segment_id", how="left", maintain_order="left"
-    )
-    labels = {
-        task: torch.from_numpy(predictions[f"{task}_label"].cast(pl.Int64).to_numpy().copy())
-        for task in tasks
-    }
-    return HeadData(
-        features={"labels-only": torch.zeros(predictions.height, 1, 1)},
-        labels=labels,
-        segment_ids=predictions["segment_id"].to_numpy(),
-        meta=meta,
-        num_classes={task: num_classes[task] for task in tasks},
-    )
-
-
-def _logits(frame: pl.DataFrame, tasks: Sequence[str]) -> dict[str, np.ndarray]:
-    return {task: frame[f"{task}_logits"].to_numpy().astype(np.float32) for task in tasks}
+def _logits(predictions: Predictions, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+    return {task: predictions.logits[task] for task in tasks}
 
 
 def _cell(value: float | None) -> str:
@@ -623,12 +488,3 @@ def _cell(value: float | None) -> str:
         else f"{value:.2f}"
     )
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -2,8 +2,9 @@
 
 The unit of work is a *part*: a group of videos whose segments are written, for each target
 stream, as one committed store part. :class:`PartRunner` is the part function every executor
-runs (it owns the encoders, loaded once); :func:`run_extract` is the serial executor, which
-decodes ahead of the encoder in worker processes across part boundaries.
+runs (it owns the encoders, loaded once); the executors (serial, dask, torchrun) and the driver
+that runs them are :mod:`egofeat.pipelines.executors`. :func:`write_extract_texts` writes the
+class-name and narration text streams of a run (:mod:`.text_streams`).
 
 Resume is by construction: a part's id is a hash of its segment ids, a part committed in a
 stream is never redone, and segments already in a stream are not planned again. A stream whose
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from egofeat.config import ExtractConfig
 from egofeat.extract import (
     DecodeJob,
     DecodePool,
@@ -36,74 +37,15 @@ from egofeat.extract import (
     decode_job,
     plan_videos,
 )
-from egofeat.store import (
-    STATUS_OK,
-    FeatureStore,
-    IncompatibleStreamError,
-    PartAlreadyCommittedError,
-    PartWriter,
-    Stream,
-)
+from egofeat.store import FeatureStore, IncompatibleStreamError, PartAlreadyCommittedError, Stream
+from egofeat.store.names import image_stream
 
 Crop = Literal["full", "hand"]
-CROPS: dict[str, tuple[Crop, ...]] = {"full": ("full",), "hand": ("hand",), "both": ("full", "hand")}
-SAMPLINGS = ("uniform", "random", "oversampled", "dense", "clip")
 #: how far past a video's end a frame time may be (decoders' durations are approximate)
 END_SLACK_SEC = 0.05
 
 
-@dataclass
-class ExtractOptions:
-    """Everything `egofeat extract` is configured with (see ``egofeat extract --help``)."""
-
-    annotations: Sequence[Path]
-    videos: Path
-    store: Path
-    dataset: str = "epic100"
-    layout: str = "epic-mp4"
-    encoders: Sequence[str] = ("tiny",)
-    crop: str = "full"
-    boxes: Path | None = None
-    frames: int = 8
-    sampling: str = "uniform"
-    per_bin: int = 3
-    fps: float | None = None
-    clip_len: int = 4
-    seed: int = 0
-    device: str = "cpu"
-    batch_size: int | None = None
-    workers: int = 2
-    prefetch: int = 2
-    decode_timeout: float = 300.0
-    videos_per_part: int = 1
-    hand_threshold: float = 0.8
-    object_threshold: float = 0.01
-    box_margin: float = 0.0
-    box_square: bool = True
-    box_fallback: str = "full"
-    text: bool = True
-    templates: Sequence[str] = ("{}",)
-    tag: str = ""
-    split: str | None = None
-    allow_pickle: bool = False
-    #: ``generic`` datasets: canonical column -> file column (a dict or its JSON string)
-    mapping: dict[str, str] | str | None = None
-    window: str = "action"
-    limit: int | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.crop not in CROPS:
-            raise ValueError(f"--crop must be one of {', '.join(CROPS)}, not {self.crop!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
-        if "hand" in CROPS[self.crop] and self.boxes is None:
-            raise ValueError("hand crops need --boxes: a folder of EPIC hand-object pickles or a parquet of boxes")
-        if self.videos_per_part < 1:
-            raise ValueError("--videos-per-part must be >= 1")
-
-
-def build_sampler(options: ExtractOptions) -> FrameSampler:
+def build_sampler(options: ExtractConfig) -> FrameSampler:
     """The frame sampler the options ask for."""
     if options.sampling == "uniform":
         return FrameSampler.uniform(options.frames)
@@ -113,26 +55,10 @@ def build_sampler(options: ExtractOptions) -> FrameSampler:
         return FrameSampler.oversampled(options.frames, per_bin=options.per_bin)
     if options.sampling == "clip":
         return FrameSampler.clip(options.frames, options.clip_len)
-    if not options.fps:
-        raise ValueError("--sampling dense needs --fps")
     return FrameSampler.dense(options.fps)
 
 
-def encoder_slug(name: str) -> str:
-    """A stream-name-safe short name of an encoder: ``clip:ViT-B-16:openai`` -> ``clip-vit-b-16-openai``."""
-    parts = name.split(":")
-    if len(parts) > 2 and ("/" in parts[-1] or parts[-1].endswith((".pt", ".pth", ".bin", ".safetensors"))):
-        parts[-1] = Path(parts[-1]).stem
-    text = "-".join(p for p in parts if p).lower()
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text).strip("-")
-
-
-def stream_name(encoder: str, crop: str, tag: str = "") -> str:
-    """``<encoder slug>/<crop>[-<tag>]``, e.g. ``clip-vit-b-16-openai/hand``."""
-    return f"{encoder_slug(encoder)}/{crop}" + (f"-{tag}" if tag else "")
-
-
-def load_annotations(options: ExtractOptions) -> pl.DataFrame:
+def load_annotations(options: ExtractConfig) -> pl.DataFrame:
     """The segment table of all annotation files (first ``limit`` rows when set)."""
     from egofeat.pipelines.segments import load_segment_file
 
@@ -229,7 +155,7 @@ class _Target:
 class PartRunner:
     """Decodes, crops, encodes and writes parts. Holds the encoders: build it once per process."""
 
-    def __init__(self, options: ExtractOptions, store: FeatureStore, sampler: FrameSampler) -> None:
+    def __init__(self, options: ExtractConfig, store: FeatureStore, sampler: FrameSampler) -> None:
         from egofeat.extract.encoders import create_encoder
 
         self.options = options
@@ -255,7 +181,7 @@ class PartRunner:
         self.targets = [
             _Target(self._create_stream(enc, crop), i, crop)
             for i, enc in enumerate(self.encoders)
-            for crop in CROPS[options.crop]
+            for crop in options.crops
         ]
 
     # -- streams --
@@ -289,7 +215,7 @@ class PartRunner:
             "sampling": self.sampler.to_dict(),
             "decode": {"short_side": self.short_side, "layout": self.layout.template},
         }
-        name = stream_name(encoder.name, crop, self.options.tag)
+        name = image_stream(encoder.name, crop, self.options.tag)
         try:
             return self.store.create_stream(
                 name, dim=encoder.dim, provenance=provenance,
@@ -429,7 +355,7 @@ class DecodedVideo:
     segment_errors: dict[str, str] = field(default_factory=dict)
 
 
-def _video_layout(options: ExtractOptions) -> VideoLayout:
+def _video_layout(options: ExtractConfig) -> VideoLayout:
     if "{" in options.layout:
         return VideoLayout(options.videos, options.layout)
     return VideoLayout.preset(options.layout, options.videos)
@@ -529,7 +455,7 @@ class ExtractSummary:
 class PreparedRun:
     """The plan of a run: its store, sampler, frame plan and the parts left to do."""
 
-    options: ExtractOptions
+    options: ExtractConfig
     store: FeatureStore
     sampler: FrameSampler
     segments: pl.DataFrame
@@ -538,7 +464,7 @@ class PreparedRun:
     parts: list[PartSpec]
 
 
-def prepare_extract(options: ExtractOptions) -> PreparedRun:
+def prepare_extract(options: ExtractConfig) -> PreparedRun:
     """Load segments into the store, create streams, plan frames and the parts still to do."""
     segments = load_annotations(options)
     store = FeatureStore.open(options.store, create=True)
@@ -556,156 +482,25 @@ def prepare_extract(options: ExtractOptions) -> PreparedRun:
     return PreparedRun(options, store, sampler, segments, runner, plan, parts)
 
 
-def run_extract(options: ExtractOptions, *, prepared: PreparedRun | None = None,
-                parts: Sequence[PartSpec] | None = None,
-                on_part: Callable[[PartOutcome], None] | None = None) -> ExtractSummary:
-    """Run extraction serially in this process (decoding in ``options.workers`` processes)."""
-    started = time.perf_counter()
-    run = prepared or prepare_extract(options)
-    todo = list(run.parts if parts is None else parts)
-    total = StageTimes()
-    ok: dict[str, int] = {name: 0 for name in run.runner.stream_names}
-    errors: dict[str, int] = dict.fromkeys(run.runner.stream_names, 0)
-    done = skipped = 0
-    with _progress(options.progress, sum(p.n_segments for p in todo)) as progress, \
-            DecodePool(options.workers, options.prefetch, options.decode_timeout) as pool:
-        for part, decoded in decode_parts(run.runner, todo, pool):
-            for video in decoded:
-                if video.result is not None:
-                    total.decode += video.result.decode_sec
-                    total.frames_decoded += 0 if video.result.times is None else len(video.result.times)
-            outcome = run.runner.write_part(part, decoded)
-            total.add(outcome.times)
-            for name, n in outcome.ok.items():
-                ok[name] += n
-            for name, n in outcome.errors.items():
-                errors[name] += n
-            done += 1 if outcome.ok or outcome.errors else 0
-            skipped += 1 if outcome.skipped and not (outcome.ok or outcome.errors) else 0
-            progress.advance(part.n_segments, total)
-            if on_part is not None:
-                on_part(outcome)
-    for target in run.runner.targets:
-        target.stream.consolidate()
-    text_streams = write_text_streams(run) if options.text else []
-    return ExtractSummary(
-        store=str(run.store.path), streams=run.runner.stream_names, segments=run.segments.height,
-        planned_parts=len(todo), done_parts=done, skipped_parts=skipped, ok=ok, errors=errors,
-        dedup_ratio=round(run.plan.dedup_ratio, 3), requested_frames=run.plan.n_requested_frames,
-        unique_frames=run.plan.n_unique_frames,
-        seconds={"decode_worker": round(total.decode, 2), "encode": round(total.encode, 2),
-                 "write": round(total.write, 2), "wall": round(time.perf_counter() - started, 2)},
-        text_streams=text_streams, nothing_to_do=not todo,
-    )
-
-
-class _progress:
-    """A rich progress bar over segments (segments/s, frames/s, ETA), or nothing."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _progress:
-        if self.enabled and self.total:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("segments"),
-                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("extract", total=self.total, rate="")
-        return self
-
-    def advance(self, segments: int, times: StageTimes) -> None:
-        if not (self.enabled and self.total):
-            return
-        elapsed = max(1e-9, time.perf_counter() - self.started)
-        done = self.bar.tasks[0].completed + segments
-        rate = f"{done / elapsed:.1f} seg/s  {times.frames_decoded / elapsed:.0f} frames/s"
-        self.bar.update(self.task, advance=segments, rate=rate)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled and self.total:
-            self.bar.stop()
-
-
 # ---- text streams -------------------------------------------------------------------------
 
 
-def write_text_streams(run: PreparedRun) -> list[str]:
-    """Class-prompt and narration embeddings for every encoder with a text side."""
-    from egofeat.extract.encoders import TextEncoder, class_prompt_embeddings, narration_embeddings
+def write_extract_texts(run: PreparedRun) -> list[str]:
+    """Class-name texts (EPIC: from the class files beside the annotations, in the run's
+    templates) and narrations, for every encoder of the run with a text side."""
+    from egofeat.extract.encoders import TextEncoder
+    from egofeat.pipelines.text_streams import write_class_texts, write_narrations
+    from egofeat.sources import Vocabulary, epic_class_files
 
+    options = run.options
+    files = epic_class_files(Path(options.annotations[0]).parent) if options.dataset == "epic100" else None
+    vocabularies = {task: Vocabulary.from_epic_csv(path).names for task, path in (files or {}).items()}
     written = []
-    vocabularies = _vocabularies(run.options)
     for encoder in run.runner.encoders:
         if not isinstance(encoder, TextEncoder):
             continue
-        slug = encoder_slug(encoder.name) + (f"-{run.options.tag}" if run.options.tag else "")
-        base = {"encoder": encoder.name, "weights_hash": encoder.weights_hash, "text": encoder.text_provenance()}
-        for task, vocab in vocabularies.items():
-            name = f"{slug}/text/{task}-prompts"
-            provenance = {**base, "templates": list(run.options.templates), "normalized": False,
-                          "items": f"{task} classes", "vocabulary_sha": _sha([*vocab])}
-            stream = run.store.create_stream(name, dim=encoder.text_dim, provenance=provenance,
-                                             kind="text", dtype="float32", frames_per_row=1)
-            if not stream.committed_parts():
-                feats = class_prompt_embeddings(encoder, list(vocab), run.options.templates)
-                with _leased_part(stream, "classes") as writer:
-                    for i, (cls, vec) in enumerate(zip(vocab, feats, strict=True)):
-                        writer.add(f"{task}:{i}", "", vec, extra={"text": cls})
-                stream.consolidate()
-            written.append(name)
-        name = f"{slug}/text/narration"
-        stream = run.store.create_stream(name, dim=encoder.text_dim, kind="text", dtype="float32",
-                                         frames_per_row=1, provenance={**base, "items": "segment narrations", "normalized": False})
-        have = set(stream.manifest().filter(pl.col("status") == STATUS_OK).select("segment_id").collect()["segment_id"].to_list())
-        rows = run.segments.filter(pl.col("narration").is_not_null() & ~pl.col("segment_id").is_in(list(have)))
-        if rows.height:
-            feats = narration_embeddings(encoder, rows["narration"].to_list())
-            with _leased_part(stream, f"narration-{_sha(rows['segment_id'].to_list())}") as writer:
-                for sid, vid, vec in zip(rows["segment_id"], rows["video_id"], feats, strict=True):
-                    writer.add(sid, vid, vec)
-            stream.consolidate()
-        written.append(name)
+        for task, names in vocabularies.items():
+            written.append(write_class_texts(run.store, encoder, options.dataset, task, names,
+                                             templates=options.templates, tag=options.tag))
+        written.append(write_narrations(run.store, encoder, run.segments, tag=options.tag))
     return written
-
-
-@contextmanager
-def _leased_part(stream: Stream, part_id: str) -> Iterator[PartWriter]:
-    """A part writer whose rows are committed under the part's lease, unless another live
-    process holds it or committed the part first (concurrent runs write text streams too)."""
-    writer = stream.part_writer(part_id)
-    yield writer
-    lease = stream.claim(part_id)
-    if lease is None:
-        return
-    with lease:
-        if not stream.is_committed(part_id):
-            writer.commit()
-
-
-def _vocabularies(options: ExtractOptions) -> dict[str, tuple[str, ...]]:
-    """Class names per task from the EPIC class files next to the annotations, when present."""
-    from egofeat.sources import Vocabulary
-
-    folder = Path(options.annotations[0]).parent
-    found = {}
-    for task in ("verb", "noun"):
-        path = folder / f"EPIC_100_{task}_classes.csv"
-        if options.dataset == "epic100" and path.exists():
-            vocab = Vocabulary.from_epic_csv(path)
-            found[task] = tuple(n.replace(":", " ") for n in vocab.names)
-    return found
-
-
-def _sha(items: Sequence[str]) -> str:
-    return hashlib.sha256("\0".join(items).encode()).hexdigest()[:12]

@@ -12,30 +12,31 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
 
+from egofeat.heads import load_head_data
 from egofeat.heads.neighbors import NeighborIndex, select_in_context_examples
-from egofeat.pipelines.retrieval import pooled_features
 from egofeat.store import STATUS_OK, FeatureStore
 
 
-@dataclass(frozen=True)
-class NeighborOptions:
+class NeighborOptions(BaseModel):
     """How examples are selected (see :func:`~egofeat.heads.neighbors.select_in_context_examples`).
 
     ``splits`` restricts the pool examples are drawn from; a query may come from any split.
     """
 
-    k: int = 16
-    verb_ratio: float = 0.5
-    splits: Sequence[str] | None = None
-    order: Literal["shuffle", "similarity"] = "shuffle"
-    seed: int | None = 0
-    backend: Literal["auto", "numpy", "faiss"] = "auto"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(16, ge=1, description="In-context examples per query.")
+    verb_ratio: float = Field(0.5, ge=0, le=1, description="Share of same-verb / other-noun examples in each draw (EILEV: 0.5).")
+    splits: list[str] | None = Field(None, description="Draw examples from these splits only (a query may come from any).")
+    order: Literal["shuffle", "similarity"] = Field("shuffle", description="shuffle (EILEV's order) | similarity.")
+    seed: int | None = Field(0, description="Seed of the shuffle.")
+    backend: Literal["auto", "numpy", "faiss"] = Field("auto", description="auto | numpy | faiss (exact either way).")
 
 
 def stream_index(
@@ -65,7 +66,7 @@ def stream_index(
     ids = rows["segment_id"].to_list()
     blank = [""] * rows.height
     return NeighborIndex(
-        pooled_features(handle, ids),
+        load_head_data(store, [stream], tasks=(), segment_ids=ids, pool=True).features[stream][:, 0].numpy(),
         segment_ids=ids,
         verbs=rows["verb"].to_list() if "verb" in labels else blank,
         nouns=rows["noun"].to_list() if "noun" in labels else blank,

@@ -32,20 +32,31 @@ from egofeat.sources.generic import load_segments
 from egofeat.sources.parsing import parse_timestamp
 from egofeat.sources.retrieval import EgoMcq, MirItems, load_egoclip, load_egomcq, load_epic_mir
 from egofeat.sources.schema import SEGMENT_COLUMNS, SEGMENT_SCHEMA, validate_segments
-from egofeat.sources.vocab import Vocabulary, load_epic_vocabularies
+from egofeat.sources.vocab import (
+    EPIC_CLASS_FILES,
+    Vocabulary,
+    epic_class_files,
+    load_epic_vocabularies,
+)
 from egofeat.sources.xmic_splits import (
     ClassSplit,
+    class_splits,
+    class_texts,
     ego4d_vocabulary,
     epic_readable_name,
     load_xmic_split,
+    match_classes,
 )
 
 __all__ = [
     "EILEV_WINDOW",
+    "EPIC_CLASS_FILES",
     "SEGMENT_COLUMNS",
     "SEGMENT_SCHEMA",
     "XMIC_WINDOW",
     "ClassSplit",
+    "class_splits",
+    "class_texts",
     "EgoMcq",
     "EpicAnnotations",
     "MirItems",
@@ -53,6 +64,7 @@ __all__ = [
     "Vocabulary",
     "Window",
     "ego4d_vocabulary",
+    "epic_class_files",
     "epic_frame_at",
     "epic_frame_time",
     "epic_frame_times",
@@ -73,6 +85,7 @@ __all__ = [
     "load_unseen_participants",
     "load_video_info",
     "load_xmic_split",
+    "match_classes",
     "parse_charades_actions",
     "parse_timestamp",
     "validate_segments",

@@ -73,6 +73,21 @@ class Vocabulary:
             categories=tuple(table["category"].to_list()),
         )
 
+    @classmethod
+    def from_table(cls, table: pl.DataFrame, task: str, *, what: str = "the segments") -> Vocabulary:
+        """The names a segment table gives its classes: ``{task}`` beside ``{task}_class``, the
+        most frequent name of each id; every id from 0 to the largest must be named."""
+        column = f"{task}_class"
+        if column not in table.columns or task not in table.columns:
+            raise ValueError(f"{what} have no {task!r} and {column!r} columns to name the classes by")
+        pairs = table.select(column, task).drop_nulls().group_by(column, task).len()
+        named = {int(i): str(name) for i, name, _ in pairs.sort(["len", task]).iter_rows()}
+        missing = [i for i in range(max(named, default=-1) + 1) if i not in named]
+        if not named or missing:
+            raise ValueError(f"{what} name no {task} class for ids {missing[:5] or 'any'}: without a "
+                             f"class file, class names come from the {task!r} column")
+        return cls(tuple(named[i] for i in range(len(named))))
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -102,10 +117,23 @@ class Vocabulary:
         return self._ids.get(name) if name is not None else None
 
 
+EPIC_CLASS_FILES = {"verb": "EPIC_100_verb_classes.csv", "noun": "EPIC_100_noun_classes.csv"}
+
+
+def epic_class_files(folder: str | Path) -> dict[str, Path] | None:
+    """``{"verb": .../EPIC_100_verb_classes.csv, "noun": ...}`` when both are in ``folder``
+    (e.g. beside an annotation file), else None. The one place that looks for them."""
+    folder = Path(folder)
+    files = {task: folder / name for task, name in EPIC_CLASS_FILES.items()}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
 def load_epic_vocabularies(annotations_dir: str | Path) -> tuple[Vocabulary, Vocabulary]:
     """(verbs, nouns) from ``EPIC_100_verb_classes.csv`` and ``EPIC_100_noun_classes.csv``."""
-    annotations_dir = Path(annotations_dir)
-    return (
-        Vocabulary.from_epic_csv(annotations_dir / "EPIC_100_verb_classes.csv"),
-        Vocabulary.from_epic_csv(annotations_dir / "EPIC_100_noun_classes.csv"),
-    )
+    files = epic_class_files(annotations_dir)
+    if files is None:
+        raise FileNotFoundError(
+            f"{annotations_dir} lacks {' or '.join(EPIC_CLASS_FILES.values())}: the EPIC class files "
+            "(epic-kitchens-100-annotations) must sit there"
+        )
+    return Vocabulary.from_epic_csv(files["verb"]), Vocabulary.from_epic_csv(files["noun"])

@@ -10,6 +10,8 @@ means the same class, ``semantic`` a looser match (more shared classes).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,6 +66,24 @@ def epic_readable_name(key: str) -> str:
     and hyphens become spaces (``turn-on`` -> ``turn on``).
     """
     return " ".join(reversed(key.split(":"))).replace("-", " ")
+
+
+def class_texts(dataset: str, names: Sequence[str]) -> list[str]:
+    """Class names as a text encoder reads them, in X-MIC's forms (every text stream uses these).
+
+    ``epic100``: the readable form (``"board:chopping"`` -> ``"chopping board"``). ``ego4d``:
+    the taxonomy label before its parenthesised synonyms (``"adjust_(regulate,_...)"`` ->
+    ``"adjust"``), kept whole where labels share that base (``"nut_(food)"``, ``"nut_(tool)"``),
+    so that no two classes read the same. Everywhere underscores become spaces.
+    """
+    names = list(names)
+    if dataset == "epic100":
+        names = [epic_readable_name(name) for name in names]
+    elif dataset == "ego4d":
+        bases = [name.split("(")[0].strip("_ ") for name in names]
+        counts = Counter(bases)
+        names = [b if counts[b] == 1 else n for b, n in zip(bases, names, strict=True)]
+    return [name.replace("_", " ").strip() for name in names]
 
 
 def split_file(
@@ -206,3 +226,62 @@ def _check_partition(
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+#: egofeat dataset name -> X-MIC split-file name
+XMIC_DATASETS = {"epic100": "epic", "ego4d": "ego4d"}
+
+
+def match_classes(
+    source_texts: Sequence[str],
+    target_texts: Sequence[str],
+    target_ids: Sequence[int] | None = None,
+) -> dict[int, int]:
+    """Target class id -> source class id of the same class: equal names before any
+    parenthesised synonyms (``"nut (food)"`` matches ``"nut"``), unique on both sides.
+    ``target_ids`` limits the target classes considered (e.g. the exact-shared ones)."""
+
+    def key(text: str) -> str:
+        return text.split("(")[0].strip().lower()
+
+    candidates = range(len(target_texts)) if target_ids is None else sorted(target_ids)
+    source = Counter(key(t) for t in source_texts)
+    target = Counter(key(target_texts[i]) for i in candidates)
+    by_key = {key(t): i for i, t in enumerate(source_texts) if source[key(t)] == 1}
+    return {
+        i: by_key[key(target_texts[i])]
+        for i in candidates
+        if target[key(target_texts[i])] == 1 and key(target_texts[i]) in by_key
+    }
+
+
+def class_splits(
+    source: str,
+    target: str,
+    task: str,
+    source_names: Sequence[str],
+    target_names: Sequence[str],
+    splits_dir: Path | None,
+) -> dict[str, tuple[list[int], list[int]]]:
+    """Split kind -> (shared, novel) target class ids.
+
+    EPIC <-> Ego4D with ``splits_dir``: X-MIC's exact and semantic lists. Otherwise one
+    ``exact`` split: a target class is shared when the source has a class of the same name.
+    """
+    if splits_dir is not None and {source, target} == set(XMIC_DATASETS):
+        vocabulary = Vocabulary.from_names(target_names)
+        result = {}
+        for kind in ("exact", "semantic"):
+            split = load_xmic_split(
+                splits_dir,
+                XMIC_DATASETS[target],
+                task,
+                kind,  # type: ignore[arg-type]
+                vocabulary=vocabulary,
+            )
+            result[kind] = (sorted(split.shared), sorted(split.novel))
+        return result
+    shared = sorted(
+        match_classes(class_texts(source, source_names), class_texts(target, target_names))
+    )
+    return {"exact": (shared, sorted(set(range(len(target_names))) - set(shared)))}

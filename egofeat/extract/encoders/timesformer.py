@@ -30,18 +30,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU  # the activation CLIP was trained with
 from torch import nn
 
 __all__ = ["QuickGELU", "SpaceTimeTransformer", "resize_temporal_embed"]
 
 Axis = Literal["space", "time"]
-
-
-class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 x)``, the GELU approximation CLIP was trained with."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 class DividedAttention(nn.Module):

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from egofeat._util.hashing import file_sha256
+
 __all__ = [
     "MissingWeightsError",
     "cached_hub_file",
@@ -29,20 +31,9 @@ __all__ = [
     "strip_prefixes",
 ]
 
-_HASH_BLOCK = 1 << 20
-
 
 class MissingWeightsError(FileNotFoundError):
     """Weights an encoder needs are neither in the local cache nor at the given path."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> str:

@@ -1,15 +1,8 @@
-"""Retrieval on store streams: training projector runs, and scoring the retrieval protocols.
+"""Retrieval protocols on stored features: EK-100 MIR, EgoMCQ and Charades-Ego.
 
-Training (``egofeat train --head retrieval --loss infonce|egonce|mimm --stream VIDEO,TEXT``): a
-:class:`~egofeat.heads.retrieval.RetrievalHead` projects a video stream (frames averaged) and a
-text stream (e.g. ``<encoder>/text/narration``) into a joint space through the shared trainer.
-Each epoch is validated by MIR mAP / nDCG on the validation split, where the captions are the
-split's distinct narrations (one per distinct stored text feature) and relevancy comes from the
-segment table's ``verb_class`` and ``all_noun_classes`` (``noun_class`` when absent).
-
-Protocols (``egofeat eval --protocol ...``), scored with a trained run's projections or
-zero-shot, straight from stored features whose video and text sides share one space (CLIP image
-and text features):
+Scored with a retrieval run's projections (``egofeat train --head retrieval``) or zero-shot,
+straight from stored features whose video and text sides share one space (CLIP image and text
+features), through the one loader (frame-pooled features):
 
 - ``ek100-mir``: videos × captions cosine similarity, mAP and nDCG in both directions
   (:mod:`egofeat.eval.mir`). The captions are the rows of a sentence file (``--annotations``
@@ -21,9 +14,6 @@ and text features):
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,25 +24,16 @@ import polars as pl
 import torch
 
 from egofeat import eval as metrics_lib
-from egofeat.heads import HeadData, TrainConfig, create_head
-from egofeat.heads.checkpoint import check_provenance
-from egofeat.heads.config import RunConfig
-from egofeat.heads.retrieval import ClipLabels, RetrievalHead, RetrievalLoss, dual_softmax
-from egofeat.heads.trainer import Trainer, predict
-from egofeat.pipelines.runs import (
-    METRICS_FILE,
-    RUN_FILE,
-    _plot_curves,
-    _train_val,
-    count_parameters,
-    load_run,
-)
+from egofeat.config import ProtocolConfig
+from egofeat.eval.mir import score_mir
+from egofeat.heads import check_provenance, load_head_data
+from egofeat.heads.contrastive import ClipLabels, distinct_captions, dual_softmax, verbs_and_nouns
+from egofeat.heads.retrieval import RetrievalHead
+from egofeat.pipelines.rundir import RunFolder
 from egofeat.sources import MirItems, load_charades_ego, load_egomcq, load_epic_mir
 from egofeat.store import STATUS_OK, FeatureStore, Stream
 
 PROTOCOLS = ("ek100-mir", "egomcq", "charades-ego")
-MONITOR = "val_map_avg"
-"""Metric a retrieval run early-stops on, unless the config names another."""
 
 #: Provenance keys that say which items a text stream embeds, not how: a class-prompt stream
 #: may be projected by a head trained on the narration stream of the same text encoder.
@@ -75,170 +56,6 @@ CHARADES_NOTES = (
 )
 
 
-# ---- labels ------------------------------------------------------------------------------------
-
-
-def _verbs_and_nouns(frame: pl.DataFrame, what: str) -> tuple[np.ndarray, list[list[int]]]:
-    """Verb classes and noun-class sets (``all_noun_classes``, else ``[noun_class]``) of rows."""
-    has_nouns = "all_noun_classes" in frame.columns or "noun_class" in frame.columns
-    if "verb_class" not in frame.columns or not has_nouns:
-        raise KeyError(f"{what} needs columns verb_class and all_noun_classes (or noun_class): "
-                       f"MIR relevancy is built from them; it has {frame.columns}")
-    nouns = pl.col("all_noun_classes") if "all_noun_classes" in frame.columns else None
-    if "noun_class" in frame.columns:
-        single = pl.concat_list(pl.col("noun_class"))
-        nouns = single if nouns is None else nouns.fill_null(single)
-    labels = frame.select(pl.col("segment_id"), pl.col("verb_class"), nouns.alias("nouns"))
-    unlabelled = labels.filter(pl.col("verb_class").is_null() | pl.col("nouns").is_null())
-    if unlabelled.height:
-        raise ValueError(
-            f"{what}: {unlabelled.height} segments have no verb or noun class (e.g. "
-            f"{unlabelled['segment_id'].head(3).to_list()}); retrieval needs both"
-        )
-    return labels["verb_class"].to_numpy().astype(np.int64), labels["nouns"].to_list()
-
-
-def clip_labels(table: pl.DataFrame, segment_ids: Sequence[str]) -> ClipLabels:
-    """:class:`ClipLabels` of ``segment_ids`` (in that order) from a store's segment table."""
-    rows = pl.DataFrame({"segment_id": list(segment_ids)}, schema={"segment_id": pl.Utf8}).join(
-        table, on="segment_id", how="left", maintain_order="left"
-    )
-    verbs, nouns = _verbs_and_nouns(rows, "the segment table")
-    times = np.zeros(rows.height)
-    if {"start_sec", "end_sec"} <= set(rows.columns):  # the middle of each segment
-        middle = rows.select((pl.col("start_sec") + pl.col("end_sec")) / 2).to_series()
-        times = middle.fill_null(0.0).to_numpy()
-    return ClipLabels(verbs, tuple(tuple(n) for n in nouns), rows["video_id"].fill_null("").to_numpy(), times)
-
-
-def distinct_captions(text_features: np.ndarray) -> np.ndarray:
-    """Rows holding the first occurrence of each distinct text feature, ascending.
-
-    Segments with the same narration have the same stored text feature: the distinct rows are
-    the distinct captions, as a sentence file lists them.
-    """
-    flat = np.ascontiguousarray(np.asarray(text_features).reshape(len(text_features), -1))
-    _, first = np.unique(flat, axis=0, return_index=True)
-    return np.sort(first)
-
-
-def score_mir(similarity: np.ndarray, relevancy: np.ndarray) -> tuple[dict[str, float], dict]:
-    """MIR metrics, leaving out videos and captions without any item of relevancy 1.
-
-    Their AP is undefined (the official split has none). Returns the metrics and the counts left
-    out (``videos_without_match``, ``captions_without_match``).
-    """
-    rows = (relevancy == 1).any(axis=1)
-    columns = (relevancy[rows] == 1).any(axis=0)
-    if not (rows.all() and columns.all()):
-        similarity = similarity[np.ix_(rows, columns)]
-        relevancy = relevancy[np.ix_(rows, columns)]
-    dropped = {"videos_without_match": int((~rows).sum()), "captions_without_match": int((~columns).sum())}
-    return metrics_lib.mir_metrics(similarity, relevancy), dropped
-
-
-# ---- training ----------------------------------------------------------------------------------
-
-
-@dataclass
-class MirValidation:
-    """Scores a retrieval head on a split: each video against the split's distinct captions.
-
-    Embeddings are computed in fp32 whatever precision training used, so that `egofeat eval`
-    reproduces the scores.
-    """
-
-    caption_rows: np.ndarray
-    relevancy: np.ndarray
-
-    @classmethod
-    def of(cls, data: HeadData, labels: ClipLabels, text_stream: str) -> MirValidation:
-        captions = distinct_captions(data.features[text_stream].cpu().numpy())
-        return cls(captions, labels.relevancy(np.arange(len(labels)), captions))
-
-    def __call__(self, model: torch.nn.Module, data: HeadData, *, batch_size: int = 1024,
-                 device: Any = "auto") -> dict[str, float]:
-        embedded = predict(model, data, batch_size, device=device, precision="fp32")
-        similarity = embedded["video"] @ embedded["text"][self.caption_rows].T
-        return score_mir(similarity, self.relevancy)[0]
-
-
-class RetrievalTrainer(Trainer):
-    """The shared trainer, validating by MIR metrics instead of classification accuracy.
-
-    Each epoch's record gets ``val_map_v2t`` … ``val_ndcg_avg`` from ``validation``, so early
-    stopping and the best checkpoint follow ``trainer.monitor`` (``val_map_avg`` by default).
-    """
-
-    def __init__(self, config: RunConfig, *, validation: MirValidation | None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        self.validation = validation
-
-    def _run_epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-                   train: HeadData, val: HeadData | None, state: Any, device: torch.device,
-                   progress: Any) -> dict[str, Any]:
-        # The base epoch would score classification outputs on ``val``: train without it.
-        record = super()._run_epoch(model, optimizer, schedule, train, None, state, device, progress)
-        if val is not None and self.validation is not None:
-            started = time.perf_counter()
-            scores = self.validation(model, val, batch_size=self.config.eval_batch_size, device=device)
-            record.update({f"val_{key}": value for key, value in scores.items()})
-            record["seconds"] = round(record["seconds"] + time.perf_counter() - started, 3)
-        return record
-
-
-def retrieval_config(config: RunConfig) -> RunConfig:
-    """``config`` early-stopping on :data:`MONITOR` when it names the classification default."""
-    if config.trainer.monitor != TrainConfig.monitor:
-        return config
-    return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, monitor=MONITOR))
-
-
-def train_retrieval_run(store_path: str | Path, out: str | Path, config: RunConfig, *,
-                        resume: bool = False) -> dict[str, Any]:
-    """Train a retrieval head on a video and a text stream into run folder ``out``.
-
-    The run folder is laid out as other runs (``run.json``, ``metrics.jsonl``, checkpoints,
-    ``metrics.json`` with the validation split's MIR metrics, ``plots/``).
-    """
-    started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = retrieval_config(config)
-    store = FeatureStore.open(store_path)
-    train, val, val_name = _train_val(store, config)
-    train = train.time_mean()  # the head reads frame means: the loss gathers extra rows from them
-    (out / RUN_FILE).write_text(json.dumps({
-        "store": str(store.path), "streams": config.data.streams, "tasks": list(config.trainer.tasks),
-        "head": config.head.name, "config": config.to_dict(), "val_split": val_name,
-    }, indent=1))
-    torch.manual_seed(config.trainer.seed)
-    model = create_head(config.head.name, in_dims=train.in_dims, num_frames=train.num_frames,
-                        num_classes=train.num_classes, **config.head.kwargs)
-    table = store.segments().collect()
-    captions = distinct_captions(train.features[model.text_stream].numpy())
-    loss = RetrievalLoss(model, train, clip_labels(table, train.segment_ids), caption_rows=captions)
-    validation = None
-    if val is not None:
-        validation = MirValidation.of(val, clip_labels(table, val.segment_ids), model.text_stream)
-    trainer = RetrievalTrainer(config, validation=validation, loss_fn=loss, run_dir=out)
-    fit = trainer.fit(model, train, val, resume=resume)
-    summary: dict[str, Any] = {
-        "run": str(out), "head": config.head.name, "loss": model.objective.loss,
-        "streams": config.data.streams, "epochs": len(fit.history), "best_epoch": fit.best_epoch,
-        "stopped_early": fit.stopped_early, "train_rows": len(train), "train_captions": len(captions),
-        "trainable_parameters": count_parameters(model),
-    }
-    if validation is not None:
-        metrics = validation(model, val, batch_size=config.trainer.eval_batch_size,
-                             device=config.trainer.device)
-        (out / METRICS_FILE).write_text(json.dumps({val_name: metrics}, indent=1))
-        summary["metrics"] = metrics
-    _plot_curves(out, fit.history)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    return summary
-
-
 # ---- embedding stored features -----------------------------------------------------------------
 
 
@@ -246,20 +63,6 @@ def ok_segment_ids(stream: Stream) -> set[str]:
     """Segment ids with an ``ok`` row in ``stream``."""
     ok = stream.manifest().filter(pl.col("status") == STATUS_OK).select("segment_id").collect()
     return set(ok["segment_id"].to_list())
-
-
-def pooled_features(stream: Stream, segment_ids: Sequence[str]) -> np.ndarray:
-    """Frame-averaged float32 features ``(N, D)`` of ``segment_ids``, in that order."""
-    if not len(segment_ids):
-        return np.zeros((0, stream.info.dim), dtype=np.float32)
-    loaded = stream.load(segment_ids=list(segment_ids))
-    if loaded.offsets is not None:  # a variable number of frames per row
-        sums = np.add.reduceat(loaded.features.astype(np.float32), loaded.offsets[:-1], axis=0)
-        return sums / np.diff(loaded.offsets)[:, None]
-    pooled = np.empty((len(loaded), stream.info.dim), dtype=np.float32)
-    for start in range(0, len(pooled), 4096):  # bounded float32 temporaries
-        pooled[start : start + 4096] = loaded.features[start : start + 4096].mean(axis=1, dtype=np.float32)
-    return pooled
 
 
 @dataclass
@@ -279,15 +82,16 @@ class Embedder:
     @classmethod
     def from_run(cls, run: str | Path) -> tuple[Embedder, str]:
         """The projections of a retrieval run, and the store it was trained on."""
-        info, checkpoint = load_run(run)
-        if info.get("head") != "retrieval":
-            raise ValueError(
-                f"{run} is a {info.get('head')!r} run; retrieval protocols need a run trained with "
-                "--head retrieval (or zero-shot: --store S --video-stream V --text-stream T)"
-            )
+        folder = RunFolder.open(run)
+        checkpoint = folder.checkpoint()
         head = checkpoint.build_model()
+        if not isinstance(head, RetrievalHead):
+            raise ValueError(
+                f"{run} is a {folder.info.get('head')!r} run; retrieval protocols need a run trained "
+                "with --head retrieval (or zero-shot: --store S --video-stream V --text-stream T)"
+            )
         embedder = cls(head.video_stream, head.text_stream, head, checkpoint.provenance, f"run {run}")
-        return embedder, info["store"]
+        return embedder, folder.store
 
     def features(self, store: FeatureStore, stream: str, ids: Sequence[str], *, side: str) -> np.ndarray:
         """Pooled features of ``ids`` from ``stream``, checked against the head's training
@@ -298,7 +102,10 @@ class Embedder:
             ignore = TEXT_ITEM_KEYS if side == "text" and stream != trained_as else ()
             check_provenance({trained_as: self.provenance[trained_as]},
                              {trained_as: handle.info.provenance}, ignore=ignore)
-        return pooled_features(handle, ids)
+        if not len(ids):
+            return np.zeros((0, handle.info.dim), dtype=np.float32)
+        pooled = load_head_data(store, [stream], tasks=(), segment_ids=ids, pool=True)
+        return pooled.features[stream][:, 0].numpy()
 
     def embed(self, features: np.ndarray, *, side: str) -> np.ndarray:
         """``(N, D)`` pooled features of one side to ``(N, E)`` unit vectors."""
@@ -327,23 +134,7 @@ class Embedder:
 # ---- protocols ---------------------------------------------------------------------------------
 
 
-@dataclass
-class ProtocolInputs:
-    """What a protocol scores: a run (or zero-shot streams), a store, and annotation files."""
-
-    run: Path | None = None
-    store: Path | None = None
-    split: str = "val"
-    annotations: Path | None = None
-    sentences: Path | None = None
-    similarity: Path | None = None
-    video_stream: str | None = None
-    text_stream: str | None = None
-    dual_softmax: bool = False
-    save_similarity: Path | None = None
-
-
-def evaluate_protocol(protocol: str, inputs: ProtocolInputs) -> dict[str, Any]:
+def evaluate_protocol(protocol: str, inputs: ProtocolConfig) -> dict[str, Any]:
     """Score ``protocol`` (one of :data:`PROTOCOLS`) and return a summary with its metrics (×100)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -382,8 +173,8 @@ def mir_items_relevancy(items: MirItems) -> np.ndarray:
     """Relevancy of EK-100 MIR items: videos in retrieval-CSV order × captions in sentence-file
     order (each caption labelled as the segment it names)."""
     captions = items.captions.rename({"narration_id": "segment_id"})
-    return metrics_lib.mir_relevancy(*_verbs_and_nouns(items.videos, "the retrieval CSV"),
-                                     *_verbs_and_nouns(captions, "the sentence file"))
+    return metrics_lib.mir_relevancy(*verbs_and_nouns(items.videos, "the retrieval CSV"),
+                                     *verbs_and_nouns(captions, "the sentence file"))
 
 
 def score_mir_similarity_file(similarity: str | Path, annotations: str | Path, sentences: str | Path,
@@ -450,13 +241,13 @@ def _split_gallery(embedder: Embedder, store: FeatureStore, text_stream: str, te
     distinct = distinct_captions(features)
     row_of = {segment: row for row, segment in enumerate(video_ids)}
     caption_rows = np.array([row_of[texts[i]] for i in distinct], dtype=np.int64)
-    labels = clip_labels(table, video_ids)
+    labels = ClipLabels.from_frame(table)
     return MirGallery(f"split {split!r}, distinct narrations", video_ids, [texts[i] for i in distinct],
                       features[distinct], labels.relevancy(np.arange(len(labels)), caption_rows))
 
 
 def _ek100_mir(embedder: Embedder, store: FeatureStore, streams: tuple[str, str],
-               inputs: ProtocolInputs) -> dict[str, Any]:
+               inputs: ProtocolConfig) -> dict[str, Any]:
     """EK-100 MIR over the files' items (``--annotations`` and ``--sentences``) or a split."""
     video_stream, text_stream = streams
     video_ok, text_ok = ok_segment_ids(store.stream(video_stream)), ok_segment_ids(store.stream(text_stream))
@@ -502,7 +293,7 @@ def save_similarity(path: str | Path, similarity: np.ndarray, video_ids: Sequenc
 
 
 def _egomcq(embedder: Embedder, store: FeatureStore, streams: tuple[str, str],
-            inputs: ProtocolInputs) -> dict[str, Any]:
+            inputs: ProtocolConfig) -> dict[str, Any]:
     """EgoMCQ from a store holding the choice clips of ``egomcq.json`` as segments
     ``{question}_{k}`` (:func:`egofeat.sources.load_egomcq`); the text query of a question is the
     stored narration feature of its answer clip, whose text must equal the query's."""
@@ -561,7 +352,7 @@ def class_prompt_ids(stream: Stream) -> list[str]:
 
 
 def _charades_ego(embedder: Embedder, store: FeatureStore, streams: tuple[str, str],
-                  inputs: ProtocolInputs) -> dict[str, Any]:
+                  inputs: ProtocolConfig) -> dict[str, Any]:
     """Charades-Ego from a store holding the videos of a ``CharadesEgo_v1_*.csv`` as segments
     (:func:`egofeat.sources.load_charades_ego`) and a class-prompt text stream (``--text-stream``)."""
     annotations = _needed(inputs.annotations, "--annotations FILE (CharadesEgo_v1_test_only1st.csv)")

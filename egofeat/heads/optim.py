@@ -1,0 +1,71 @@
+"""The optimizer and learning-rate schedule of a training run (AdamW and timm's schedulers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from egofeat.heads.config import TrainConfig
+
+__all__ = ["create_optimizer", "create_scheduler", "param_groups", "scheduled_lr"]
+
+#: "constant" as a step schedule that never decays
+_NEVER = 1e12
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (biases and norm scales are not decayed), or on every
+    trainable parameter with ``decay_all`` (as X-MIC and the distillation reference do)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if decay_all or param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def create_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters, as ``config`` says."""
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay, decay_all=config.decay_all_parameters),
+        lr=config.lr,
+        betas=tuple(config.betas),
+        fused=device.type in ("cpu", "cuda"),
+    )
+
+
+def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """timm's scheduler for ``config.schedule``: linear warm-up from ``warmup_lr`` over
+    ``warmup_epochs``, then cosine / linear (poly, power 1) decay to ``lr * min_lr_ratio`` or a
+    constant rate. Its time unit is the optimizer step, or the epoch with ``step_on_epochs``;
+    read it with :func:`scheduled_lr`."""
+    from timm.scheduler import CosineLRScheduler, PolyLRScheduler, StepLRScheduler
+
+    per = 1 if config.step_on_epochs else steps_per_epoch
+    warmup = round(config.warmup_epochs * per)
+    total = config.epochs * per
+    common = {
+        "warmup_t": warmup,
+        "warmup_lr_init": config.warmup_lr,
+        "warmup_prefix": True,
+        "t_in_epochs": config.step_on_epochs,
+    }
+    if config.schedule == "constant":
+        return StepLRScheduler(optimizer, decay_t=_NEVER, decay_rate=1.0, **common)
+    decay = {"t_initial": max(1, total - warmup), "lr_min": config.lr * config.min_lr_ratio}
+    if config.schedule == "linear":
+        return PolyLRScheduler(optimizer, power=1.0, **decay, **common)
+    return CosineLRScheduler(optimizer, **decay, **common)
+
+
+def scheduled_lr(scheduler: Any, config: TrainConfig, *, step: int, epoch: int) -> float:
+    """Set and return the learning rate at optimizer ``step`` of (0-based) ``epoch``."""
+    if config.step_on_epochs:
+        scheduler.step(epoch)
+    else:
+        scheduler.step_update(step)
+    return float(scheduler.optimizer.param_groups[0]["lr"])
