@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import sys
@@ -44,8 +45,11 @@ from egofeat.store.errors import (
     StoreReadOnlyError,
 )
 
-#: What marks a temporary file (``.<name>.tmp-<hex>``; stores of egofeat before 0.2 used ``<name>.tmp-<hex>``).
+#: What marks a temporary file: ``.<name>.tmp-<32 hex digits>`` (stores written before
+#: temporaries were hidden have ``<name>.tmp-<32 hex digits>``). No finished file of a store
+#: ends like that: commit records end in ``.json``, leases in ``.lock``.
 TEMP_MARK = ".tmp-"
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 #: An empty, unlocked temporary this young may belong to a writer that created it an instant
 #: ago and is about to lock it; it is left for the next cleanup.
 EMPTY_TEMP_GRACE_S = 10.0
@@ -53,7 +57,7 @@ EMPTY_TEMP_GRACE_S = 10.0
 
 def is_temporary(name: str) -> bool:
     """Whether a file name is a store temporary (an unfinished write)."""
-    return TEMP_MARK in name
+    return _TEMPORARY.search(name) is not None
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

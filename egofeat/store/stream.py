@@ -185,7 +185,10 @@ class Stream:
 
     def manifest(self) -> pl.LazyFrame:
         """All rows of committed parts (ok and error), in store order, as a polars LazyFrame."""
-        records = self.committed_parts()
+        return self._manifest_of(self.committed_parts())
+
+    def _manifest_of(self, records: dict[str, dict[str, Any]]) -> pl.LazyFrame:
+        """The rows of the parts of ``records`` (one snapshot of the commit records)."""
         consolidated = self._consolidated(records)
         if consolidated is not None:
             return consolidated
@@ -204,7 +207,7 @@ class Stream:
         never read as current.
         """
         records = self.committed_parts()
-        frame = self.manifest().collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
+        frame = self._manifest_of(records).collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
         buffer = io.BytesIO()
         frame.write_parquet(buffer, statistics=True)
         key = provenance_key({"parts": {p: r["attempt"] for p, r in records.items()}})
@@ -334,10 +337,10 @@ class Stream:
         return flat.reshape(ok.height, self.info.frames_per_row, self.info.dim)
 
     def summary(self) -> dict[str, Any]:
-        """Counts and shape for `egofeat info`."""
-        manifest = self.manifest().select("status", "n_frames").collect()
-        ok = manifest.filter(pl.col("status") == STATUS_OK)
+        """Counts and shape for `egofeat info` (of one snapshot of the committed parts)."""
         committed = self.committed_parts()
+        manifest = self._manifest_of(committed).select("status", "n_frames").collect()
+        ok = manifest.filter(pl.col("status") == STATUS_OK)
         summary = {
             "name": self.name, "kind": self.info.kind, "dim": self.info.dim, "dtype": self.info.dtype,
             "frames_per_row": self.info.frames_per_row, "rows": manifest.height, "ok": ok.height,
