@@ -145,7 +145,7 @@ def temporaries(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if TEMP_MARK in p.name]
 
 
-def assert_same_store(root: Path, reference: Path) -> None:
+def assert_same_store(root: Path | str, reference: Path) -> None:
     store, ref = FeatureStore.open(root), FeatureStore.open(reference)
     assert store.stream_names() == ref.stream_names()
     got, want = (s.segments().collect().sort("segment_id") for s in (store, ref))
