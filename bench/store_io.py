@@ -10,12 +10,18 @@ Run on demand (not part of the tests):
 warm page cache (each repeated, median reported). Targets: >= 0.8x the .npy throughput, >= 1x HDF5.
 (2) Manifest query at EgoClip scale (3.8M rows): a filter + group-by with polars over parquet,
 beside pandas reading the same data from CSV. Target: polars < 1 s.
+(3) Size on disk: one part of 10, 1,000 and 100,000 segments (--size-segments) of the same
+frames x dim; a stream's feature arrays (its parts' features.zarr folders, files and folders
+counted as `du` does: allocated blocks) on disk ÷ their feature bytes (frames x dim x itemsize
+of the ok rows), and the same for the files' apparent sizes. Target: on disk ÷ feature bytes
+<= 1.1 at every part size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -86,6 +92,40 @@ def bench_load(root: Path, rows: int, frames: int, dim: int, rows_per_part: int,
     }
 
 
+def feature_array_bytes(root: Path) -> tuple[int, int]:
+    """(allocated, apparent) bytes of every features.zarr folder under ``root``, folders included."""
+    allocated = apparent = 0
+    for folder in root.rglob("features.zarr"):
+        for path in [folder, *folder.rglob("*")]:
+            info = os.lstat(path)
+            allocated += info.st_blocks * 512
+            apparent += info.st_size if path.is_file() else 0
+    return allocated, apparent
+
+
+def bench_size(root: Path, segments: list[int], frames: int, dim: int) -> dict:
+    rng = np.random.default_rng(2)
+    results = []
+    for n in segments:
+        data = rng.standard_normal((n, frames, dim), dtype=np.float32).astype(np.float16)
+        folder = root / f"size-{n}"
+        stream = FeatureStore.create(folder).create_stream("bench/size", dim=dim, provenance={"n": n},
+                                                           frames_per_row=frames)
+        with stream.part_writer("part") as writer:
+            for i in range(n):
+                writer.add(f"seg{i:07d}", "video", data[i])
+        allocated, apparent = feature_array_bytes(folder)
+        results.append({
+            "segments": n, "feature_bytes": data.nbytes, "on_disk_bytes": allocated,
+            "apparent_bytes": apparent, "on_disk_ratio": round(allocated / data.nbytes, 4),
+            "apparent_ratio": round(apparent / data.nbytes, 4),
+        })
+        del data, stream
+        shutil.rmtree(folder)
+    return {"frames": frames, "dim": dim, "dtype": "float16", "parts": results,
+            "max_on_disk_ratio": max(r["on_disk_ratio"] for r in results)}
+
+
 def bench_query(root: Path, rows: int, repeats: int) -> dict:
     rng = np.random.default_rng(1)
     n_videos = max(1, rows // 1000)
@@ -134,6 +174,8 @@ def main() -> None:
     parser.add_argument("--rows-per-part", type=int, default=1024)
     parser.add_argument("--query-rows", type=int, default=3_847_723)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size-segments", default="10,1000,100000",
+                        help="segments per part for the size measurement (comma-separated)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -143,9 +185,10 @@ def main() -> None:
     try:
         load = bench_load(root, args.rows, args.frames, args.dim, args.rows_per_part, args.repeats)
         query = bench_query(root, args.query_rows, args.repeats)
+        size = bench_size(root, [int(n) for n in args.size_segments.split(",")], args.frames, args.dim)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result = {"load": load, "query": query}
+    result = {"load": load, "query": query, "size": size}
     if args.json:
         print(json.dumps(result, indent=1))
         return
@@ -163,6 +206,14 @@ def main() -> None:
                   f"egofeat / hdf5: {load['ratio_vs_hdf5']}x (target >= 1)")
     console.print(f"manifest query over {query['rows']:,} rows: polars+parquet {query['polars_parquet_s']} s "
                   f"(target < 1 s), pandas+CSV {query['pandas_csv_s']} s ({query['speedup']}x)")
+    sizes = Table(title=f"feature arrays on disk ÷ feature bytes, one part of {size['frames']} x {size['dim']} fp16 rows")
+    for col in ("segments", "feature bytes", "on disk (du)", "ratio", "apparent ratio"):
+        sizes.add_column(col)
+    for r in size["parts"]:
+        sizes.add_row(f"{r['segments']:,}", f"{r['feature_bytes']:,}", f"{r['on_disk_bytes']:,}",
+                      f"{r['on_disk_ratio']:.3f}", f"{r['apparent_ratio']:.3f}")
+    console.print(sizes)
+    console.print(f"largest on-disk ratio: {size['max_on_disk_ratio']} (target <= 1.1)")
 
 
 if __name__ == "__main__":

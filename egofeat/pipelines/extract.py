@@ -90,13 +90,14 @@ class PartSpec:
 
 def part_id_of(videos: Sequence[VideoPlan]) -> str:
     """Deterministic part id: first video id + a hash of the videos' segment ids."""
+    from egofeat.store.layout import safe_part_id
+
     digest = hashlib.sha256()
     for video in videos:
         digest.update(video.video_id.encode() + b"\0")
         for sid in video.segment_ids:
             digest.update(sid.encode() + b"\1")
-    head = "".join(c if c.isalnum() or c in "._-" else "-" for c in videos[0].video_id)
-    return f"{head}-{digest.hexdigest()[:12]}"
+    return safe_part_id(videos[0].video_id, digest.hexdigest())
 
 
 def plan_parts(plan: ExtractionPlan, done: dict[str, set[str]], videos_per_part: int) -> list[PartSpec]:

@@ -7,15 +7,22 @@ from egofeat.store.errors import (
     IncompatibleStreamError,
     PartAlreadyCommittedError,
     SegmentConflictError,
+    StoreAccessError,
     StoreError,
+    StoreFullError,
     StoreNotFoundError,
+    StorePermissionError,
+    StoreReadOnlyError,
+    StoreVersionError,
     StreamBusyError,
     StreamNotFoundError,
 )
+from egofeat.store.layout import safe_part_id
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
 from egofeat.store.provenance import provenance_diff, provenance_key
 from egofeat.store.store import FeatureStore
-from egofeat.store.stream import LoadedStream, Stream, StreamInfo
+from egofeat.store.stream import LoadedStream, Stream
+from egofeat.store.stream_info import StreamInfo
 from egofeat.store.writer import PartWriter
 
 __all__ = [
@@ -28,12 +35,18 @@ __all__ = [
     "STATUS_ERROR",
     "STATUS_OK",
     "SegmentConflictError",
+    "StoreAccessError",
     "StoreError",
+    "StoreFullError",
     "StoreNotFoundError",
+    "StorePermissionError",
+    "StoreReadOnlyError",
+    "StoreVersionError",
     "Stream",
     "StreamBusyError",
     "StreamInfo",
     "StreamNotFoundError",
     "provenance_diff",
     "provenance_key",
+    "safe_part_id",
 ]

@@ -8,9 +8,11 @@ crash fires once across processes that restart (dask workers restarted by their 
 
 Points: ``before_commit`` (a part's features and manifest are written, its commit record is
 not), ``create_exclusive`` (the temporary file of a file created exclusively, a commit record or
-the store's marker, is written and not yet linked into place), ``after_commit`` (the record
-exists; the writer has not returned); executors add ``decode`` (a dask task starts decoding its
-part) and ``after_part`` (a driver has logged a finished part and decodes the next ones).
+the store's marker, is written and not yet linked into place), ``replace`` (the temporary of a
+file replaced atomically, e.g. ``stream.json``, ``plan.json``, a consolidated manifest or a
+segment batch, is written and not yet renamed into place), ``after_commit`` (the record exists;
+the writer has not returned); executors add ``decode`` (a dask task starts decoding its part)
+and ``after_part`` (a driver has logged a finished part and decodes the next ones).
 Without the variable this module does nothing.
 """
 

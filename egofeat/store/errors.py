@@ -32,3 +32,23 @@ class SegmentConflictError(StoreError):
 
 class StreamBusyError(StoreError):
     """A live run with a different plan is writing the stream."""
+
+
+class StoreVersionError(StoreError):
+    """A store or stream written in a newer format than this egofeat reads."""
+
+
+class StoreAccessError(StoreError):
+    """The store cannot be written (or read) at all: nothing was committed half-way."""
+
+
+class StoreFullError(StoreAccessError):
+    """The store's disk is full (ENOSPC) or its quota is used up."""
+
+
+class StoreReadOnlyError(StoreAccessError):
+    """The store is on a read-only filesystem."""
+
+
+class StorePermissionError(StoreAccessError):
+    """This user may not write (or read) the store's files."""

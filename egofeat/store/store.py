@@ -17,11 +17,13 @@ from egofeat.store.errors import (
     IncompatibleStreamError,
     SegmentConflictError,
     StoreNotFoundError,
+    StoreVersionError,
     StreamNotFoundError,
 )
-from egofeat.store.fs import StoreFS
+from egofeat.store.fs import StoreFS, is_temporary
 from egofeat.store.provenance import provenance_diff
-from egofeat.store.stream import CODECS, Stream, StreamInfo
+from egofeat.store.stream import Stream
+from egofeat.store.stream_info import CODECS, StreamInfo
 
 #: Columns the store needs in a segment table (the full canonical schema lives in egofeat.sources).
 REQUIRED_SEGMENT_COLUMNS = ("dataset", "split", "segment_id", "video_id")
@@ -59,7 +61,7 @@ class FeatureStore:
             return cls.open(path)
         # Another process may be creating the same store right now: its files are not foreign.
         ours = {layout.STORE_FILE, layout.SEGMENTS_DIR, layout.STREAMS_DIR, layout.RUNS_DIR}
-        foreign = [n for n in fs.listdir(fs.root) if n not in ours and not n.startswith(layout.STORE_FILE)]
+        foreign = [n for n in fs.listdir(fs.root) if n not in ours and not is_temporary(n)]
         if foreign:
             raise FileExistsError(
                 f"{fs.url} exists and is not an egofeat store (it holds {foreign[:3]}); choose an "
@@ -91,26 +93,20 @@ class FeatureStore:
                 "`egofeat extract --store ...` or FeatureStore.create()"
             )
         meta = json.loads(fs.read_bytes(marker))
-        if meta.get("format_version", 0) > layout.FORMAT_VERSION:
-            raise StoreNotFoundError(
-                f"store {fs.url} has format version {meta['format_version']}, newer than this "
-                f"egofeat ({layout.FORMAT_VERSION}); upgrade egofeat"
-            )
+        _check_version(meta.get("format_version", 0), f"store {fs.url}")
         return cls(fs, meta)
 
     # ---- segments ----------------------------------------------------------------------
     def segments(self) -> pl.LazyFrame:
         """The segment table of all datasets and splits added so far."""
         folder = self.fs.path(layout.SEGMENTS_DIR)
-        files = [n for n in self.fs.listdir(folder) if n.endswith(".parquet")]
+        files = [n for n in self.fs.listdir(folder) if n.endswith(".parquet") and not is_temporary(n)]
         if not files:
             return pl.LazyFrame(schema={c: pl.Utf8 for c in REQUIRED_SEGMENT_COLUMNS})
         frames = [self._read_parquet(f"{folder}/{name}") for name in files]
         return pl.concat(frames, how="diagonal_relaxed").lazy()
 
     def _read_parquet(self, path: str) -> pl.DataFrame:
-        if self.fs.is_local:
-            return pl.read_parquet(path)
         return pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
 
     def add_segments(self, segments: pl.DataFrame) -> int:
@@ -148,14 +144,14 @@ class FeatureStore:
         return sorted(names)
 
     def _collect_streams(self, folder: str, prefix: str, out: list[str]) -> None:
-        entries = self.fs.listdir(folder)
-        if layout.STREAM_FILE in entries:
+        # A folder is a stream once its stream.json exists (it is written atomically, so a
+        # stream being created is invisible until then); only subfolders can hold streams.
+        if prefix and self.fs.exists(f"{folder}/{layout.STREAM_FILE}"):
             out.append(prefix)
             return
-        for entry in entries:
-            if entry.startswith(".") or "." in entry and entry.endswith((".json", ".tmp")):
-                continue
-            self._collect_streams(f"{folder}/{entry}", f"{prefix}/{entry}" if prefix else entry, out)
+        for entry in self.fs.listdir(folder, dirs_only=True):
+            if not entry.startswith("."):
+                self._collect_streams(f"{folder}/{entry}", f"{prefix}/{entry}" if prefix else entry, out)
 
     def has_stream(self, name: str) -> bool:
         return self.fs.exists(self._stream_file(name))
@@ -166,10 +162,13 @@ class FeatureStore:
     def stream(self, name: str) -> Stream:
         """The stream called ``name``; KeyError (StreamNotFoundError) naming the known streams."""
         path = self._stream_file(name)
-        if not self.fs.exists(path):
+        try:
+            data = json.loads(self.fs.read_bytes(path))
+        except FileNotFoundError:
             known = ", ".join(self.stream_names()) or "none yet"
-            raise StreamNotFoundError(f"store {self.fs.url} has no stream {name!r} (streams: {known})")
-        return Stream(self.fs, StreamInfo.from_dict(json.loads(self.fs.read_bytes(path))))
+            raise StreamNotFoundError(f"store {self.fs.url} has no stream {name!r} (streams: {known})") from None
+        _check_version(int(data.get("format_version", layout.FORMAT_VERSION)), f"stream {name!r} of store {self.fs.url}")
+        return Stream(self.fs, StreamInfo.from_dict(data))
 
     def create_stream(
         self,
@@ -229,6 +228,14 @@ class FeatureStore:
             "splits": by_split,
             "streams": [self.stream(n).summary() for n in self.stream_names()],
         }
+
+
+def _check_version(version: int, what: str) -> None:
+    if version > layout.FORMAT_VERSION:
+        raise StoreVersionError(
+            f"{what} has format version {version}, newer than this egofeat reads "
+            f"({layout.FORMAT_VERSION}): upgrade egofeat (pip install -U egofeat) to use it"
+        )
 
 
 def _check_compatible(existing: StreamInfo, incoming: StreamInfo) -> None:

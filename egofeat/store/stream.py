@@ -1,15 +1,18 @@
-"""A stream: the features of one (encoder, crop, sampling) over many segments, and its readers."""
+"""A stream: the features of one (encoder, crop, sampling) over many segments, and its readers.
+
+Readers see committed parts only (those with a commit record), so they may poll a stream
+that other processes are writing: nothing they read is ever rewritten or half-written.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,68 +21,13 @@ import zarr
 
 from egofeat.store import layout
 from egofeat.store.errors import StoreError, StreamBusyError
-from egofeat.store.fs import StoreFS
+from egofeat.store.fs import StoreFS, is_temporary
 from egofeat.store.lease import PartLease
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_OK
+from egofeat.store.paths import StreamPaths
 from egofeat.store.provenance import provenance_key
+from egofeat.store.stream_info import StreamInfo
 from egofeat.store.writer import PartWriter
-
-#: Codecs a stream may be compressed with (fp16 embeddings gain ≤ 1.2×; off by default).
-CODECS = ("none", "blosc-zstd", "zstd")
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """What a stream holds: shape, dtype, and the provenance of its features."""
-
-    name: str
-    dim: int
-    dtype: str
-    frames_per_row: int | None
-    kind: str
-    provenance: dict[str, Any]
-    codec: str = "none"
-    format_version: int = layout.FORMAT_VERSION
-    created_at: float = field(default_factory=time.time)
-
-    @property
-    def key(self) -> str:
-        """Resume key: a hash of everything that determines the features."""
-        return provenance_key({**self.provenance, "_shape": [self.dim, self.dtype, self.frames_per_row, self.kind]})
-
-    @property
-    def chunk_rows(self) -> int:
-        """Frames per zarr chunk: about CHUNK_BYTES, and a multiple of frames_per_row."""
-        per_frame = self.dim * np.dtype(self.dtype).itemsize
-        rows = max(1, layout.CHUNK_BYTES // per_frame)
-        if self.frames_per_row:
-            rows = max(self.frames_per_row, rows // self.frames_per_row * self.frames_per_row)
-        return int(rows)
-
-    def compressors(self) -> Any:
-        if self.codec == "none":
-            return None
-        if self.codec == "zstd":
-            return zarr.codecs.ZstdCodec(level=3)
-        return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "dim": self.dim, "dtype": self.dtype,
-            "frames_per_row": self.frames_per_row, "kind": self.kind, "codec": self.codec,
-            "provenance": self.provenance, "key": self.key,
-            "format_version": self.format_version, "created_at": self.created_at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StreamInfo:
-        return cls(
-            name=data["name"], dim=int(data["dim"]), dtype=data["dtype"],
-            frames_per_row=data.get("frames_per_row"), kind=data.get("kind", "image"),
-            provenance=data.get("provenance", {}), codec=data.get("codec", "none"),
-            format_version=int(data.get("format_version", layout.FORMAT_VERSION)),
-            created_at=float(data.get("created_at", 0.0)),
-        )
 
 
 @dataclass
@@ -112,37 +60,35 @@ class Stream:
         self.fs = fs
         self.info = info
         self.name = info.name
-        self._parts = (layout.STREAMS_DIR, *info.name.split("/"))
+        self.paths = StreamPaths(fs.root, info.name)
 
     def __repr__(self) -> str:
         return f"Stream({self.name!r}, dim={self.info.dim}, frames_per_row={self.info.frames_per_row})"
 
-    def _path(self, *parts: str) -> str:
-        return self.fs.path(*self._parts, *parts)
-
     # ---- parts and commits -------------------------------------------------------------
     def part_writer(self, part_id: str) -> PartWriter:
         """A writer for one part; see :class:`PartWriter`."""
-        return PartWriter(self, part_id)
+        return PartWriter(self.fs, self.paths, self.info, part_id)
 
     def committed_parts(self) -> dict[str, dict[str, Any]]:
         """Commit records by part id (only committed parts are visible to readers)."""
-        names = [n for n in self.fs.listdir(self._path(layout.COMMITS_DIR)) if n.endswith(".json")]
+        names = [n for n in self.fs.listdir(self.paths.commits)
+                 if n.endswith(".json") and not n.startswith(".") and not is_temporary(n)]
         records = {}
         for name in names:
-            record = json.loads(self.fs.read_bytes(self._path(layout.COMMITS_DIR, name)))
+            record = json.loads(self.fs.read_bytes(f"{self.paths.commits}/{name}"))
             records[record["part_id"]] = record
         return records
 
     def is_committed(self, part_id: str) -> bool:
-        return self.fs.exists(self._path(layout.COMMITS_DIR, f"{part_id}.json"))
+        return self.fs.exists(self.paths.commit(part_id))
 
     def uncommitted_attempts(self) -> list[tuple[str, str]]:
         """(part_id, attempt) folders that no commit record points to: crashed or in-flight writes."""
         committed = {pid: r["attempt"] for pid, r in self.committed_parts().items()}
         found = []
-        for part_id in self.fs.listdir(self._path(layout.PARTS_DIR)):
-            for attempt in self.fs.listdir(self._path(layout.PARTS_DIR, part_id)):
+        for part_id in self.fs.listdir(self.paths.parts, dirs_only=True):
+            for attempt in self.fs.listdir(self.paths.part(part_id), dirs_only=True):
                 if committed.get(part_id) != attempt:
                     found.append((part_id, attempt))
         return found
@@ -155,30 +101,27 @@ class Stream:
         """
         if not self.fs.is_local:
             return _NoLease()  # type: ignore[return-value]
-        return PartLease.try_acquire(self._path(layout.LEASES_DIR, f"{layout.check_part_id(part_id)}.lock"))
+        path = self.paths.lease(layout.check_part_id(part_id))
+        with self.fs.guard(path):
+            return PartLease.try_acquire(path)
 
     def cleanup(self) -> int:
-        """Remove uncommitted attempts of parts no live writer holds; returns how many were removed.
+        """Remove what killed writers left; returns how many attempts and files were removed.
 
-        Attempts of a part whose lease is held belong to a writer at work and are kept (which
-        is why writers write a part only while they hold its lease). Temporary commit records
-        left by a writer killed while committing are removed the same way.
+        Uncommitted attempts of parts no live writer holds go (attempts of a part whose lease
+        is held belong to a writer at work and are kept, which is why writers write a part only
+        while they hold its lease), and so do the temporary files anywhere in the store's
+        metadata (this stream's commit records, other streams' files, the segment table) that
+        no live writer holds (see :func:`remove_stale_temporaries`).
         """
-        removed = 0
-        for name in self.fs.listdir(self._path(layout.COMMITS_DIR)):
-            part_id, is_temporary, _ = name.partition(".json.tmp-")
-            lease = self.claim(part_id) if is_temporary else None
-            if lease is not None:
-                with lease:
-                    self.fs.remove(self._path(layout.COMMITS_DIR, name))
-                    removed += 1
+        removed = remove_stale_temporaries(self.fs)
         for part_id, attempt in self.uncommitted_attempts():
             lease = self.claim(part_id)
             if lease is None:
                 continue
             with lease:
                 if self.committed_parts().get(part_id, {}).get("attempt") != attempt:
-                    self.fs.remove(self._path(layout.PARTS_DIR, part_id, attempt))
+                    self.fs.remove(self.paths.attempt(part_id, attempt))
                     removed += 1
         return removed
 
@@ -193,26 +136,27 @@ class Stream:
         """
         if not self.fs.is_local:
             return _NoLease()
-        folder = self._path(layout.LEASES_DIR, "plans")
+        folder = self.paths.plan_leases
         own = f"{layout.check_part_id(plan_key)}.lock"
-        lease = None
-        for _ in range(100):  # another plan's run may be probing our file for an instant
-            lease = PartLease.try_acquire(f"{folder}/{own}", shared=True)
-            if lease is not None:
-                break
-            time.sleep(0.01)
-        else:
-            raise self._busy(own)
-        # Our own lease first, then probe the others: of two runs of different plans that
-        # start together, at least one sees the other.
-        for name in self.fs.listdir(folder):
-            if name == own:
-                continue
-            probe = PartLease.try_acquire(f"{folder}/{name}")
-            if probe is None:
-                lease.release()
-                raise self._busy(name)
-            probe.release()
+        with self.fs.guard(folder):
+            lease = None
+            for _ in range(100):  # another plan's run may be probing our file for an instant
+                lease = PartLease.try_acquire(f"{folder}/{own}", shared=True)
+                if lease is not None:
+                    break
+                time.sleep(0.01)
+            else:
+                raise self._busy(own)
+            # Our own lease first, then probe the others: of two runs of different plans that
+            # start together, at least one sees the other.
+            for name in self.fs.listdir(folder):
+                if name == own or not name.endswith(".lock"):
+                    continue
+                probe = PartLease.try_acquire(f"{folder}/{name}")
+                if probe is None:
+                    lease.release()
+                    raise self._busy(name)
+                probe.release()
         return lease
 
     def _busy(self, lock_name: str) -> StreamBusyError:
@@ -226,23 +170,25 @@ class Stream:
         """Record the parts a run plans to write here (``egofeat info`` shows committed/planned)."""
         plan = {"plan_key": plan_key, "run_id": run_id, "planned_at": time.time(),
                 "parts": sorted(part_ids)}
-        self.fs.write_bytes(self._path(layout.PLAN_FILE), json.dumps(plan).encode())
+        self.fs.write_bytes(self.paths.plan_file, json.dumps(plan).encode())
 
     def plan(self) -> dict[str, Any] | None:
         """The last recorded plan (see :meth:`record_plan`), or None."""
-        path = self._path(layout.PLAN_FILE)
-        return json.loads(self.fs.read_bytes(path)) if self.fs.exists(path) else None
+        try:
+            return json.loads(self.fs.read_bytes(self.paths.plan_file))
+        except FileNotFoundError:
+            return None
 
     # ---- manifest ----------------------------------------------------------------------
     def _manifest_urls(self, records: dict[str, dict[str, Any]]) -> list[str]:
-        return [
-            self._path(layout.PARTS_DIR, pid, records[pid]["attempt"], layout.MANIFEST)
-            for pid in sorted(records)
-        ]
+        return [self.paths.manifest(pid, records[pid]["attempt"]) for pid in sorted(records)]
 
     def manifest(self) -> pl.LazyFrame:
         """All rows of committed parts (ok and error), in store order, as a polars LazyFrame."""
-        records = self.committed_parts()
+        return self._manifest_of(self.committed_parts())
+
+    def _manifest_of(self, records: dict[str, dict[str, Any]]) -> pl.LazyFrame:
+        """The rows of the parts of ``records`` (one snapshot of the commit records)."""
         consolidated = self._consolidated(records)
         if consolidated is not None:
             return consolidated
@@ -252,8 +198,6 @@ class Stream:
         return pl.concat(frames, how="diagonal_relaxed").lazy()
 
     def _read_parquet(self, path: str) -> pl.DataFrame:
-        if self.fs.is_local:
-            return pl.read_parquet(path)
         return pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
 
     def consolidate(self) -> int:
@@ -263,30 +207,29 @@ class Stream:
         never read as current.
         """
         records = self.committed_parts()
-        frame = self.manifest().collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
+        frame = self._manifest_of(records).collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
         buffer = io.BytesIO()
         frame.write_parquet(buffer, statistics=True)
         key = provenance_key({"parts": {p: r["attempt"] for p, r in records.items()}})
-        self.fs.write_bytes(self._path(f"manifest-{key}.parquet"), buffer.getvalue())
+        self.fs.write_bytes(self.paths.path(f"manifest-{key}.parquet"), buffer.getvalue())
         self.fs.write_bytes(
-            self._path(layout.CONSOLIDATED_FILE),
+            self.paths.consolidated_file,
             json.dumps({"parts": sorted(records), "manifest": f"manifest-{key}.parquet"}).encode(),
         )
-        for name in self.fs.listdir(self._path()):
-            # finished files of other part sets only: a ".tmp-" file is another process's write
+        for name in self.fs.listdir(self.paths.folder):
+            # finished files of other part sets only (a temporary is another process's write)
             if name.startswith("manifest-") and name.endswith(".parquet") and name != f"manifest-{key}.parquet":
-                self.fs.remove(self._path(name))
+                self.fs.remove(self.paths.path(name))
         return frame.height
 
     def _consolidated(self, records: dict[str, dict[str, Any]]) -> pl.LazyFrame | None:
-        path = self._path(layout.CONSOLIDATED_FILE)
-        if not records or not self.fs.exists(path):
+        if not records:
             return None
-        meta = json.loads(self.fs.read_bytes(path))
-        if sorted(meta["parts"]) != sorted(records):
-            return None
-        try:  # a concurrent consolidation may remove it at any moment: then read the parts
-            return self._read_parquet(self._path(meta["manifest"])).lazy()
+        try:  # a concurrent consolidation may replace it at any moment: then read the parts
+            meta = json.loads(self.fs.read_bytes(self.paths.consolidated_file))
+            if sorted(meta["parts"]) != sorted(records):
+                return None
+            return self._read_parquet(self.paths.path(meta["manifest"])).lazy()
         except FileNotFoundError:
             return None
 
@@ -351,18 +294,17 @@ class Stream:
         return LoadedStream(ids, flat, offsets)
 
     def _features_url(self, part_id: str, attempt: str) -> str:
-        return self.fs.url_of(*self._parts, layout.PARTS_DIR, part_id, attempt, layout.FEATURES)
+        return self.fs.url_for(self.paths.features(part_id, attempt))
 
     def _read_part_into(self, part_id: str, attempt: str, out: np.ndarray) -> None:
         """Fill ``out`` with a part's features.
 
-        Uncompressed local parts are read chunk file by chunk file straight into ``out`` (one
-        copy, like np.load); everything else goes through zarr.
+        Uncompressed parts are read chunk file by chunk file straight into ``out`` (one copy,
+        like np.load); compressed ones go through zarr.
         """
         if not len(out):
             return
-        folder = self._path(layout.PARTS_DIR, part_id, attempt, layout.FEATURES)
-        if self.fs.is_local and _read_raw_chunks(folder, out):
+        if _read_raw_chunks(self.fs, self.paths.features(part_id, attempt), out):
             return
         out[...] = zarr.open_array(self._features_url(part_id, attempt), mode="r")[...]
 
@@ -395,10 +337,10 @@ class Stream:
         return flat.reshape(ok.height, self.info.frames_per_row, self.info.dim)
 
     def summary(self) -> dict[str, Any]:
-        """Counts and shape for `egofeat info`."""
-        manifest = self.manifest().select("status", "n_frames").collect()
-        ok = manifest.filter(pl.col("status") == STATUS_OK)
+        """Counts and shape for `egofeat info` (of one snapshot of the committed parts)."""
         committed = self.committed_parts()
+        manifest = self._manifest_of(committed).select("status", "n_frames").collect()
+        ok = manifest.filter(pl.col("status") == STATUS_OK)
         summary = {
             "name": self.name, "kind": self.info.kind, "dim": self.info.dim, "dtype": self.info.dtype,
             "frames_per_row": self.info.frames_per_row, "rows": manifest.height, "ok": ok.height,
@@ -436,23 +378,29 @@ def _take(loaded: LoadedStream, order: np.ndarray) -> LoadedStream:
     return LoadedStream(loaded.segment_ids[order], flat, np.concatenate([[0], np.cumsum(lengths)]))
 
 
-def _read_raw_chunks(folder: str, out: np.ndarray) -> bool:
-    """Read an uncompressed zarr v3 array's chunk files into ``out``; False if not applicable."""
+def _read_raw_chunks(fs: StoreFS, folder: str, out: np.ndarray) -> bool:
+    """Read an uncompressed zarr v3 array's chunk files into ``out``; False if not applicable.
+
+    Any chunk size and both chunk key separators are read (stores written before chunks were
+    sized to the data hold one 4 MiB chunk per part, under ``c/0/0``).
+    """
     try:
-        with open(os.path.join(folder, "zarr.json"), "rb") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
+        meta = json.loads(fs.read_bytes(f"{folder}/zarr.json"))
+    except (FileNotFoundError, ValueError):
         return False
     codecs = meta.get("codecs", [])
     encoding = meta.get("chunk_key_encoding", {})
+    separator = encoding.get("configuration", {}).get("separator", "/")
     if (
         len(codecs) != 1
         or codecs[0].get("name") != "bytes"
         or codecs[0].get("configuration", {}).get("endian", "little") != "little"
         or encoding.get("name") != "default"
-        or encoding.get("configuration", {}).get("separator", "/") != "/"
+        or separator not in ("/", ".")
+        or meta.get("chunk_grid", {}).get("name") != "regular"
         or np.dtype(meta.get("data_type")) != out.dtype
         or tuple(meta["shape"]) != out.shape
+        or tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])[1:] != out.shape[1:]
         or not out.flags.c_contiguous
     ):
         return False
@@ -460,13 +408,33 @@ def _read_raw_chunks(folder: str, out: np.ndarray) -> bool:
     fill = meta.get("fill_value", 0)
     for i in range(math.ceil(out.shape[0] / chunk_rows)):
         view = out[i * chunk_rows : (i + 1) * chunk_rows]
-        path = os.path.join(folder, "c", str(i), "0")
+        path = f"{folder}/c{separator}{i}{separator}0"
         try:
-            with open(path, "rb", buffering=0) as f:
-                got = f.readinto(memoryview(view).cast("B"))
-        except FileNotFoundError:  # zarr skips chunks equal to the fill value
+            got = fs.read_into(path, memoryview(view).cast("B"))
+        except FileNotFoundError:  # zarr may skip chunks equal to the fill value
             view[...] = fill
             continue
         if got != view.nbytes:
-            raise StoreError(f"chunk file {path} is truncated ({got} of {view.nbytes} bytes)")
+            raise StoreError(f"chunk file {fs.url_for(path)} is truncated ({got} of {view.nbytes} bytes)")
     return True
+
+
+def remove_stale_temporaries(fs: StoreFS) -> int:
+    """Remove the temporary files that killed writers left in a store's metadata; returns how many.
+
+    Looks in the store root, the segment table and every folder of ``streams/`` (stream
+    folders and their commit records; not into attempts, which cleanup removes whole). Only
+    temporaries no live writer holds are removed (see :class:`~egofeat.store.fs.StoreFS`).
+    """
+    if not fs.is_local:
+        return 0  # object stores write objects whole: nothing is ever left half-written
+    removed = fs.remove_stale_temporaries(fs.root) + fs.remove_stale_temporaries(fs.path(layout.SEGMENTS_DIR))
+    folders = [fs.path(layout.STREAMS_DIR)]
+    while folders:
+        folder = folders.pop()
+        removed += fs.remove_stale_temporaries(folder)
+        if fs.exists(f"{folder}/{layout.STREAM_FILE}"):
+            removed += fs.remove_stale_temporaries(f"{folder}/{layout.COMMITS_DIR}")
+            continue
+        folders.extend(f"{folder}/{name}" for name in fs.listdir(folder, dirs_only=True) if not name.startswith("."))
+    return removed

@@ -1,34 +1,38 @@
 """Writing one part of a stream: rows are buffered, then written and committed atomically.
 
 A part is written into its own attempt folder ``parts/<part_id>/<attempt>/`` (one writer per
-zarr array, so no shard is ever shared), and becomes visible only when its commit record
+zarr array, so no chunk is ever shared), and becomes visible only when its commit record
 ``commits/<part_id>.json`` is created. Creating that record is exclusive: if two writers race
-on the same part, one commits and the other's attempt is discarded.
+on the same part, one commits and the other's attempt is discarded. A write that fails (a full
+disk, a read-only store) discards its attempt too, so nothing is ever committed half-way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 import zarr
+import zarr.storage
 
 from egofeat.store import layout
 from egofeat.store.crashpoints import crash_point
-from egofeat.store.errors import IncompatibleStreamError, PartAlreadyCommittedError
+from egofeat.store.errors import IncompatibleStreamError, PartAlreadyCommittedError, StoreError
+from egofeat.store.fs import StoreFS
 from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
-
-if TYPE_CHECKING:
-    from egofeat.store.stream import Stream
+from egofeat.store.paths import StreamPaths
+from egofeat.store.stream_info import StreamInfo
 
 
 @dataclass
@@ -53,8 +57,10 @@ class PartWriter:
             part.add_error("P01_11_1", "P01_11", "decode timed out after 60 s")
     """
 
-    def __init__(self, stream: Stream, part_id: str) -> None:
-        self.stream = stream
+    def __init__(self, fs: StoreFS, paths: StreamPaths, info: StreamInfo, part_id: str) -> None:
+        self.fs = fs
+        self.paths = paths
+        self.info = info
         self.part_id = layout.check_part_id(part_id)
         self.attempt = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
         self._rows: list[_Row] = []
@@ -63,7 +69,7 @@ class PartWriter:
 
     @property
     def attempt_dir(self) -> str:
-        return self.stream._path(layout.PARTS_DIR, self.part_id, self.attempt)
+        return self.paths.attempt(self.part_id, self.attempt)
 
     def add(
         self,
@@ -79,7 +85,7 @@ class PartWriter:
 
         A row whose features are not finite becomes an ``error`` row instead of poisoning the stream.
         """
-        info = self.stream.info
+        info = self.info
         feats = np.asarray(features)
         if feats.ndim == 1:
             feats = feats[None, :]
@@ -132,21 +138,27 @@ class PartWriter:
     def commit(self, *, timing: Mapping[str, float] | None = None) -> dict[str, Any]:
         """Write features and manifest, then create the commit record; returns the record.
 
-        Raises PartAlreadyCommittedError (and removes this attempt) if the part was committed
-        by another writer in the meantime.
+        Raises PartAlreadyCommittedError if the part was committed by another writer in the
+        meantime, and a StoreAccessError if the store cannot be written (disk full, read-only,
+        no permission); either way this attempt is discarded and nothing of it is visible.
         """
         if self.committed:
             raise RuntimeError(f"part {self.part_id!r} is already committed")
-        fs = self.stream.fs
-        if fs.exists(self.stream._path(layout.COMMITS_DIR, f"{self.part_id}.json")):
-            self.abort()
-            raise PartAlreadyCommittedError(f"part {self.part_id!r} of stream {self.stream.name!r} is already committed")
-        fs.makedirs(self.attempt_dir)
+        try:
+            return self._commit(timing)
+        except BaseException:
+            if not self.committed:
+                self._discard()
+            raise
+
+    def _commit(self, timing: Mapping[str, float] | None) -> dict[str, Any]:
+        if self.fs.exists(self.paths.commit(self.part_id)):
+            raise PartAlreadyCommittedError(f"part {self.part_id!r} of stream {self.info.name!r} is already committed")
         n_frames = self._write_features()
         manifest = self._manifest()
         buffer = io.BytesIO()
         manifest.write_parquet(buffer, statistics=True)
-        fs.write_bytes(self.stream._path(layout.PARTS_DIR, self.part_id, self.attempt, layout.MANIFEST), buffer.getvalue())
+        self.fs.write_bytes(self.paths.manifest(self.part_id, self.attempt), buffer.getvalue(), atomic=False)
         n_ok = int((manifest["status"] == STATUS_OK).sum())
         crash_point("before_commit")
         record = {
@@ -160,14 +172,9 @@ class PartWriter:
             "writer": {"host": socket.gethostname(), "pid": os.getpid()},
             "timing": dict(timing or {}),
         }
-        created = fs.create_exclusive(
-            self.stream._path(layout.COMMITS_DIR, f"{self.part_id}.json"),
-            json.dumps(record, indent=1).encode(),
-        )
-        if not created:
-            self.abort()
+        if not self.fs.create_exclusive(self.paths.commit(self.part_id), json.dumps(record, indent=1).encode()):
             raise PartAlreadyCommittedError(
-                f"part {self.part_id!r} of stream {self.stream.name!r} was committed by another writer first"
+                f"part {self.part_id!r} of stream {self.info.name!r} was committed by another writer first"
             )
         self.committed = True
         crash_point("after_commit")
@@ -175,24 +182,48 @@ class PartWriter:
 
     def abort(self) -> None:
         """Discard this attempt's files (the part stays uncommitted)."""
-        self.stream.fs.remove(self.attempt_dir)
+        self.fs.remove(self.attempt_dir)
+
+    def _discard(self) -> None:
+        """Abort after a failed commit; if even that fails (the store just became unwritable),
+        the attempt stays invisible, and a later cleanup removes it."""
+        with contextlib.suppress(StoreError, OSError):
+            self.abort()
 
     def _write_features(self) -> int:
-        info = self.stream.info
+        """Write the ok rows' frames as this attempt's zarr array; returns the number of frames.
+
+        zarr encodes into memory, chunk by chunk, and every file goes out through the store's
+        filesystem layer (one write path for local disks and object stores).
+        """
+        info = self.info
         ok = [r.features for r in self._rows if r.features is not None]
         data = np.concatenate(ok) if ok else np.zeros((0, info.dim), dtype=info.dtype)
-        zarr.create_array(
-            store=self.stream.fs.url_of(*self.stream._parts, layout.PARTS_DIR, self.part_id, self.attempt, layout.FEATURES),
+        rows = chunk_rows(data.shape[0], info.dim * np.dtype(info.dtype).itemsize, info.frames_per_row)
+        encoded: dict[str, Any] = {}
+        array = zarr.create_array(
+            store=zarr.storage.MemoryStore(encoded),
             shape=data.shape,
-            chunks=(info.chunk_rows, info.dim),
+            chunks=(rows, info.dim),
             dtype=info.dtype,
             compressors=info.compressors(),
             filters=None,
             fill_value=0,
             zarr_format=3,
-            overwrite=True,
-        )[...] = data
+            chunk_key_encoding=layout.CHUNK_KEY_ENCODING,
+            config={"write_empty_chunks": True},
+        )
+        metadata = {key: encoded.pop(key) for key in list(encoded)}  # zarr.json, written last
+        folder = self.paths.features(self.part_id, self.attempt)
+        for start in range(0, data.shape[0], rows):
+            array[start : start + rows] = data[start : start + rows]
+            self._flush(encoded, folder)
+        self._flush(metadata, folder)
         return int(data.shape[0])
+
+    def _flush(self, encoded: dict[str, Any], folder: str) -> None:
+        for key in list(encoded):
+            self.fs.write_bytes(f"{folder}/{key}", encoded.pop(key).to_bytes(), atomic=False)
 
     def _manifest(self) -> pl.DataFrame:
         offset = 0
@@ -216,6 +247,20 @@ class PartWriter:
         if extras:
             frame = frame.with_columns(pl.Series(name, values, strict=False) for name, values in extras.items())
         return frame
+
+
+def chunk_rows(n_frames: int, bytes_per_frame: int, frames_per_row: int | None) -> int:
+    """Frames per chunk of a part's array: the part split into equal chunks of at most
+    CHUNK_BYTES, each a whole number of rows (``frames_per_row`` frames).
+
+    zarr stores every chunk at full size, so chunks sized to the data keep a part's bytes on
+    disk within a fraction of a row of its feature bytes, at any part size.
+    """
+    unit = frames_per_row or 1
+    rows = max(1, math.ceil(n_frames / unit))
+    rows_per_chunk = max(1, layout.CHUNK_BYTES // max(1, bytes_per_frame * unit))
+    n_chunks = math.ceil(rows / rows_per_chunk)
+    return math.ceil(rows / n_chunks) * unit
 
 
 def _floats(values: Sequence[float] | None) -> list[float] | None:
