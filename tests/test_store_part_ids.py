@@ -14,9 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
+from egofeat.config import ExtractConfig
 from egofeat.extract import plan_videos
 from egofeat.extract.synthetic import write_video
-from egofeat.pipelines.extract import ExtractOptions, build_sampler, load_annotations, plan_parts
+from egofeat.pipelines.extract import build_sampler, load_annotations, plan_parts
 from egofeat.store import STATUS_OK, FeatureStore, safe_part_id
 from egofeat.store.layout import MAX_PART_ID, check_part_id
 
@@ -89,7 +90,7 @@ def extract_args(root: Path, store: Path, *extra: str) -> list[str]:
 
 
 def test_plan_parts_names_every_part_validly(videos):
-    options = ExtractOptions(annotations=[videos / "clips.csv"], videos=videos, store=Path("unused"),
+    options = ExtractConfig(annotations=[videos / "clips.csv"], videos=videos, store=Path("unused"),
                              dataset="generic", mapping=MAPPING, split="val", layout="flat", frames=2)
     plan = plan_videos(load_annotations(options), build_sampler(options))
     parts = plan_parts(plan, {"s": set()}, videos_per_part=1)

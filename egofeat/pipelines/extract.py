@@ -38,6 +38,7 @@ from egofeat.extract import (
     plan_videos,
 )
 from egofeat.store import FeatureStore, IncompatibleStreamError, PartAlreadyCommittedError, Stream
+from egofeat.store.layout import safe_part_id
 from egofeat.store.names import image_stream
 
 Crop = Literal["full", "hand"]
@@ -90,8 +91,6 @@ class PartSpec:
 
 def part_id_of(videos: Sequence[VideoPlan]) -> str:
     """Deterministic part id: first video id + a hash of the videos' segment ids."""
-    from egofeat.store.layout import safe_part_id
-
     digest = hashlib.sha256()
     for video in videos:
         digest.update(video.video_id.encode() + b"\0")
