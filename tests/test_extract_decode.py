@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from egofeat.extract.decode import (
+from egofeat.extract import (
     DecodeJob,
     DecodePool,
     VideoDecodeError,
@@ -129,31 +129,49 @@ def test_frame_boundaries_and_rgb_order(cfr_video, backend):
     assert red > 150 and green > 150 and blue < 100
 
 
-def test_pyav_seeks_across_long_gaps(media):
-    path = write_video(media / "long.mp4", 450, 15.0, gop=15)  # 30 s
+def test_pyav_decodes_each_gop_once_and_nothing_after_the_last_wanted_frame(media):
+    path = write_video(media / "long.mp4", 450, 15.0, gop=15)  # 30 s, a keyframe every second
     frames = np.array([420, 15, 300, 16, 0, 449])
     with open_video(path, "pyav") as reader:
-        reader.seek_gap_sec = 2.0
         decoded = reader.read_at((frames + 0.5) / 15.0)
+        stats = reader.stats
     assert _indices(decoded.images) == frames.tolist()
+    # Shown-order cost from each frame's keyframe: 1 + 2 (15, 16) + 1 + 1 + 15 (435..449);
+    # in decode order B-frames come after the frames they refer to: a few more or less.
+    assert abs(stats.gop_minimum - 20) <= 3 * 5
+    assert stats.frames_decoded == stats.gop_minimum  # no GOP twice, nothing past a range
+    assert stats.seeks == 5  # one per keyframe range: 0, 15, 300, 420, 435
+
+
+def test_pyav_decodes_through_when_a_seek_would_skip_almost_nothing(media):
+    path = write_video(media / "through.mp4", 60, 15.0, gop=15)
+    # The last frame of GOP 0 and the first of GOP 1: one range, decoded through, one seek.
+    with open_video(path, "pyav") as reader:
+        decoded = reader.read_at([14.5 / 15, 15.5 / 15])
+        assert _indices(decoded.images) == [14, 15]
+        assert reader.stats.seeks == 1
+        # at most seek_cost packets between the two ranges were decoded on the way
+        extra = reader.stats.frames_decoded - reader.stats.gop_minimum
+        assert 0 <= extra <= reader.seek_cost
 
 
 def test_pyav_decodes_from_the_start_when_a_seek_lands_late(media, monkeypatch):
     path = write_video(media / "late_seek.mp4", 150, 15.0, gop=15)
     with open_video(path, "pyav") as reader:
-        honest = reader._decoded
+        honest = reader._seek
 
-        def landing_late(from_sec):
-            # What a broken index does: the seek lands a second after the wanted time.
-            return (
-                (t, f)
-                for t, f in honest(from_sec)
-                if not reader._seek_ok or t > from_sec + 1 or from_sec == 0
-            )
+        def landing_late(run):
+            # What a broken index does: the seek lands on a keyframe after the one asked for.
+            honest(run)
+            if run.first > 0:
+                stream = reader._stream
+                target = int(reader.index.pts[run.first] + 1 / stream.time_base)
+                reader._container.seek(target, stream=stream)
 
-        monkeypatch.setattr(reader, "_decoded", landing_late)
+        monkeypatch.setattr(reader, "_seek", landing_late)
         decoded = reader.read_at([7.05, 3.05])
-        assert not reader._seek_ok
+        assert not reader.seek_ok
+        assert "decoded from the start" in reader.stats.notes[0]
     assert _indices(decoded.images) == [105, 45]
 
 
@@ -168,13 +186,12 @@ def test_time_past_the_end_is_an_error_naming_video_and_duration(cfr_video, back
             reader.read_at([1.0, 3.5])
 
 
-def test_variable_frame_rate_falls_back_to_pyav(vfr_video):
+def test_variable_frame_rate_files_are_read_by_their_timestamps(vfr_video):
     times = np.array([0.5, 1.01, 2.39, 0.1, 2.2, 0.0, 2.5, 3.15])
     # Frame shown at t: the last pts <= t.
     expected = (np.searchsorted(VFR_PTS, times, side="right") - 1).tolist()
     with open_video(vfr_video) as reader:
-        assert reader.backend == "pyav"
-        assert "variable frame rate" in reader.fallback_reason or not HAS_DECORD
+        assert (reader.backend, reader.fallback_reason) == ("pyav", None)
         decoded = reader.read_at(times)
     assert _indices(decoded.images) == expected
     np.testing.assert_allclose(decoded.times, VFR_PTS[expected], atol=1e-3)
@@ -236,7 +253,8 @@ def test_job_returns_resized_frames_and_crops(media):
     # Frame 3 has bit 0 on: the top-left block, cropped alone, is yellow.
     assert result.crops[0, ..., 0].mean() > 150 and result.crops[0, ..., 2].mean() < 100
     np.testing.assert_allclose(result.times, [0.3, 1.0], atol=1e-4)
-    assert result.backend == ("decord" if HAS_DECORD else "pyav")
+    assert result.backend == "pyav"
+    assert result.frames_decoded == result.gop_minimum
     assert result.decode_sec > 0
 
 
@@ -400,3 +418,35 @@ def _seconds(stamp: str) -> float:
 
 def _pixels_near(image: np.ndarray, colour: np.ndarray) -> int:
     return int((np.abs(image.astype(int) - colour).max(axis=-1) < 30).sum())
+
+
+# -- native decoder output ---------------------------------------------------------------------
+
+
+def noisy_opener(path, backend="auto", **options):
+    """Prints on file descriptor 2 as FFmpeg and decord do, then opens (or fails on 'bad')."""
+    os.write(2, f"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] moov atom not found in {path}\n".encode())
+    if "bad" in str(path):
+        raise VideoDecodeError(f"{path}: not a readable video")
+    return open_video(path, backend, **options)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_native_decoder_output_goes_to_the_result_not_the_terminal(capfd, cfr_video, workers):
+    jobs = [DecodeJob("bad", cfr_video.with_name("bad.mp4"), np.array([0.5])),
+            DecodeJob("good", cfr_video, np.array([0.5]))]
+    with DecodePool(workers=workers, timeout_sec=60.0, opener=noisy_opener) as pool:
+        bad, good = pool.imap(jobs)
+    assert "moov atom not found" not in capfd.readouterr().err
+    assert "not a readable video" in bad.error and "[decoder output: [mov,mp4" in bad.error
+    assert good.ok and "moov atom not found" in good.diagnostics and "decoder output" not in (
+        good.error or "")
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="decord is not installed")
+def test_decord_messages_on_a_broken_file_are_captured(capfd, tmp_path, cfr_video):
+    broken = tmp_path / "headless.mp4"
+    broken.write_bytes(cfr_video.read_bytes()[-2000:])
+    result = decode_job(DecodeJob("k", broken, np.array([0.5]), backend="decord"))
+    assert not result.ok and "moov atom not found" in result.error
+    assert "moov atom" not in capfd.readouterr().err

@@ -18,17 +18,8 @@ from egofeat.extract.boxes import (
     decode_detections,
     load_detection_payloads,
 )
-from egofeat.extract.decode import (
-    DecodeJob,
-    DecodePool,
-    DecodeResult,
-    Frames,
-    VideoDecodeError,
-    VideoLayout,
-    VideoReader,
-    decode_job,
-    open_video,
-)
+from egofeat.extract.decode import DecodeJob, DecodeResult, decode_job
+from egofeat.extract.layout import VideoLayout
 from egofeat.extract.plan import (
     ExtractionPlan,
     FrameSampler,
@@ -37,6 +28,8 @@ from egofeat.extract.plan import (
     frame_number_at,
     plan_videos,
 )
+from egofeat.extract.pool import DecodePool
+from egofeat.extract.readers import Frames, VideoDecodeError, VideoReader, open_video
 
 __all__ = [
     "BBox",
