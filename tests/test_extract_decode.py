@@ -22,6 +22,8 @@ from egofeat.extract import (
     decode_job,
     open_video,
 )
+from egofeat.extract.reader_pyav import PyAVReader
+from egofeat.extract.reader_torchcodec import torchcodec_available
 from egofeat.extract.synthetic import (
     encode_video,
     read_frame_index,
@@ -40,6 +42,10 @@ except ImportError:  # no wheels outside x86-64
     HAS_DECORD = False
 DECORD = pytest.param(
     "decord", marks=pytest.mark.skipif(not HAS_DECORD, reason="decord is not installed")
+)
+TORCHCODEC = pytest.param(
+    "torchcodec",
+    marks=pytest.mark.skipif(torchcodec_available() is not None, reason="torchcodec is not usable"),
 )
 
 
@@ -104,7 +110,7 @@ def test_custom_layout_templates(tmp_path):
 # -- readers ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
 def test_frames_at_times_are_the_frames_shown_then(cfr_video, backend):
     frames, times = _inside_frames(N_FRAMES, FPS)
     with open_video(cfr_video, backend) as reader:
@@ -119,7 +125,7 @@ def test_frames_at_times_are_the_frames_shown_then(cfr_video, backend):
     np.testing.assert_allclose(decoded.times, frames / FPS, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
 def test_frame_boundaries_and_rgb_order(cfr_video, backend):
     with open_video(cfr_video, backend) as reader:
         decoded = reader.read_at([0.0, 2.2, 0.04, 0.0399])
@@ -175,7 +181,7 @@ def test_pyav_decodes_from_the_start_when_a_seek_lands_late(media, monkeypatch):
     assert _indices(decoded.images) == [105, 45]
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav", "auto"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav", "auto"])
 def test_time_past_the_end_is_an_error_naming_video_and_duration(cfr_video, backend):
     with open_video(cfr_video, backend) as reader:
         last = reader.read_at([3.0 + 0.5 / FPS])  # within one frame past the end
@@ -256,6 +262,54 @@ def test_job_returns_resized_frames_and_crops(media):
     assert result.backend == "pyav"
     assert result.frames_decoded == result.gop_minimum
     assert result.decode_sec > 0
+
+
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
+def test_every_backend_scales_frames_alike_and_crops_from_the_full_frame(media, backend):
+    path = write_video(media / "hd.mp4", 10, 10.0, size=(640, 360))
+    boxes = np.array([[0.0, 0.0, 0.25, 0.25]] * 2)
+    job = DecodeJob("k", path, np.array([0.35, 0.55]), backend=backend, boxes=boxes,
+                    crop_size=32, crop_square=False, short_side=90)
+    result, reference = decode_job(job), decode_job(DecodeJob("r", path, job.times, short_side=None))
+    assert result.ok, result.error
+    assert result.frames.shape == (2, 90, 160, 3) and _indices(result.frames) == [3, 5]
+    # the crop is the top-left code block of the full frame, not of the scaled one
+    block = reference.frames[0, :90, :160].astype(float).mean(axis=(0, 1))
+    np.testing.assert_allclose(result.crops[0].astype(float).mean(axis=(0, 1)), block, atol=12)
+
+
+def test_cuda_decoding_falls_back_to_the_cpu_per_video_and_says_why(cfr_video):
+    # No GPU here: NVDEC (torchcodec on cuda) cannot open the file, PyAV on the CPU reads it.
+    result = decode_job(DecodeJob("k", cfr_video, np.array([0.5, 1.01]), device="cuda"))
+    assert result.ok, result.error
+    assert result.backend == "pyav" and _indices(result.frames) == [12, 25]
+    assert result.fallback_reason.startswith("decoded on the CPU: ")
+    assert "cuda" in result.fallback_reason or "torchcodec" in result.fallback_reason
+
+
+class _FailingGpuReader(PyAVReader):
+    backend = "torchcodec"
+
+    def decode(self, selection, on_frame):
+        raise VideoDecodeError(f"{self.path}: NVDEC error: unsupported chroma format")
+
+
+def gpu_failing_opener(path, backend="auto", device="cpu", **options):
+    """A CUDA decoder that opens every file and fails decoding it; the CPU one works."""
+    if device != "cpu":
+        return _FailingGpuReader(path, options.get("threads", 1))
+    return open_video(path, backend, device=device, **options)
+
+
+def test_a_video_nvdec_fails_on_midway_is_decoded_again_on_the_cpu(cfr_video):
+    job = DecodeJob("k", cfr_video, np.array([0.5, 1.01]), device="cuda:0")
+    result = decode_job(job, opener=gpu_failing_opener)
+    assert result.ok and result.backend == "pyav" and _indices(result.frames) == [12, 25]
+    assert "decoded on the CPU" in result.fallback_reason and "NVDEC error" in result.fallback_reason
+    # asked for a backend explicitly, the failure is the result
+    explicit = decode_job(DecodeJob("k", cfr_video, job.times, backend="torchcodec",
+                                    device="cuda:0"), opener=gpu_failing_opener)
+    assert not explicit.ok and "NVDEC error" in explicit.error
 
 
 def test_job_boxes_must_match_times(cfr_video):
