@@ -96,6 +96,8 @@ class DecodeResult:
     #: packets decoded, and the GOP-minimum for the same frames (None: the backend can't tell)
     frames_decoded: int | None = None
     gop_minimum: int | None = None
+    #: disposable packets (no picture refers to them) left undecoded because nothing needed them
+    frames_skipped: int = 0
     seeks: int = 0
     #: what the native decoder libraries printed on stderr during the job
     diagnostics: str | None = None
@@ -182,6 +184,7 @@ def _record(reader: VideoReader, result: DecodeResult) -> None:
     result.backend = reader.backend
     result.frames_decoded = reader.stats.frames_decoded
     result.gop_minimum = reader.stats.gop_minimum
+    result.frames_skipped = reader.stats.frames_skipped
     result.seeks = reader.stats.seeks
 
 

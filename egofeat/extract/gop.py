@@ -11,10 +11,14 @@ packets up to the last wanted one, drain the decoder. Two ranges become one run 
 packets between them cost less than a seek (``seek_cost`` packets), so the packets a plan
 decodes exceed the GOP-minimum by at most ``seek_cost`` per GOP boundary it decodes through.
 
+Below the GOP-minimum: an H.264 picture whose slices all have ``nal_ref_idc == 0`` is
+*disposable*, no other picture refers to it, so a run never feeds one to the decoder unless it
+is wanted (:attr:`PacketIndex.disposable`). x264's default B-frames are mostly disposable.
+
 Frames are numbered in *display order* (sorted presentation timestamps); packets in *decode
 order* (file order). The index comes from demuxing the file once without decoding
-(:meth:`PacketIndex.scan`): pts, keyframe flags and durations of every packet. That scan reads
-the compressed bytes, which costs about 1 % of decoding them.
+(:meth:`PacketIndex.scan`): pts, keyframe flags, durations and the disposable flag of every
+packet. That scan reads the compressed bytes, which costs about 1 % of decoding them.
 """
 
 from __future__ import annotations
@@ -50,14 +54,19 @@ class PacketIndex:
         keyframe: whether each packet is a keyframe (a point the decoder can start from).
         duration: each packet's duration in the time base (0 when the container has none).
         complete: False when the demuxer stopped with an error before the end of the file.
+        disposable: whether no other picture refers to each packet's (H.264 ``nal_ref_idc``
+            0 in all its slices); all False when unknown.
     """
 
     pts: np.ndarray
     keyframe: np.ndarray
     duration: np.ndarray
     complete: bool = True
+    disposable: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.disposable is None:
+            object.__setattr__(self, "disposable", np.zeros(self.pts.size, bool))
         # Display order: stable, so packets with equal pts (a broken file) keep file order.
         order = np.argsort(self.pts, kind="stable")
         object.__setattr__(self, "_display_to_decode", order)
@@ -72,7 +81,8 @@ class PacketIndex:
         Packets without a pts take their dts. Raises ``ValueError`` when some packet has
         neither (a raw elementary stream): such a file has no frame times.
         """
-        pts, keys, durations = [], [], []
+        pts, keys, durations, disposable = [], [], [], []
+        nal_length = _h264_nal_length(stream)
         complete = True
         try:
             for packet in container.demux(stream):
@@ -84,11 +94,13 @@ class PacketIndex:
                 pts.append(stamp)
                 keys.append(packet.is_keyframe)
                 durations.append(packet.duration or 0)
+                disposable.append(nal_length is not None and not packet.is_keyframe
+                                  and _h264_disposable(memoryview(packet), nal_length))
         except av.FFmpegError:  # a corrupt tail: what was read before it is still an index
             complete = False
         container.seek(0)
         return cls(np.asarray(pts, np.int64), np.asarray(keys, bool),
-                   np.asarray(durations, np.int64), complete)
+                   np.asarray(durations, np.int64), complete, np.asarray(disposable, bool))
 
     def __len__(self) -> int:
         return int(self.pts.size)
@@ -151,3 +163,49 @@ class PacketIndex:
             else:
                 runs.append(Run(first, last))
         return runs
+
+
+# ---- H.264 reference flags -------------------------------------------------------------------
+
+_VCL_TYPES = (1, 5)  # coded slice of a non-IDR / IDR picture
+
+
+def _h264_nal_length(stream: av.video.stream.VideoStream) -> int | None:
+    """Bytes of the NAL length prefix of an AVCC H.264 stream (MP4, MKV), 0 for Annex B
+    (start codes: MPEG-TS, raw), None for other codecs."""
+    if stream.codec_context.name != "h264":
+        return None
+    extradata = stream.codec_context.extradata or b""
+    if len(extradata) >= 5 and extradata[0] == 1:  # an avcC record
+        return (extradata[4] & 3) + 1
+    return 0
+
+
+def _h264_disposable(payload: memoryview, nal_length: int) -> bool:
+    """Whether every slice of an H.264 access unit has ``nal_ref_idc == 0``.
+
+    Anything unexpected (no slice found, a truncated unit) counts as not disposable: the
+    packet is then decoded, which is always correct.
+    """
+    headers = _avcc_headers(payload, nal_length) if nal_length else _annexb_headers(bytes(payload))
+    slices = [header for header in headers if header & 0x1F in _VCL_TYPES]
+    return bool(slices) and all(header & 0x60 == 0 for header in slices)
+
+
+def _avcc_headers(payload: memoryview, nal_length: int) -> list[int]:
+    headers, position = [], 0
+    while position + nal_length < len(payload):
+        size = int.from_bytes(payload[position : position + nal_length], "big")
+        if size == 0 or position + nal_length + size > len(payload):
+            return []  # malformed: decode it
+        headers.append(payload[position + nal_length])
+        position += nal_length + size
+    return headers
+
+
+def _annexb_headers(payload: bytes) -> list[int]:
+    headers, position = [], payload.find(b"\0\0\1")
+    while position >= 0 and position + 3 < len(payload):
+        headers.append(payload[position + 3])
+        position = payload.find(b"\0\0\1", position + 3)
+    return headers

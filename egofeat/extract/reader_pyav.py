@@ -37,21 +37,31 @@ class _SeekLandedLate(Exception):
     """The demuxer's first keyframe after a seek is later than the one asked for."""
 
 
+class _Scalers:
+    """Two libswscale contexts kept for all frames of a reader (PyAV's per-frame conversion
+    builds a new one each time, which costs more than converting a 456x256 frame): one scales
+    in the frame's own YUV format, one converts to RGB. Scaling before converting touches a
+    third of the bytes that scaling RGB does (4:2:0 chroma)."""
+
+    def __init__(self, threads: int) -> None:
+        self.scale, self.convert, self.threads = VideoReformatter(), VideoReformatter(), threads
+
+    def rgb(self, frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+        if size is not None and size != (frame.width, frame.height):
+            # AREA averages when shrinking (no aliasing from 1080p to 224 px), and is cheaper
+            # than swscale's BILINEAR there.
+            interpolation = Interpolation.AREA if size[0] < frame.width else Interpolation.BILINEAR
+            frame = self.scale.reformat(frame, width=size[0], height=size[1],
+                                        interpolation=interpolation, threads=self.threads)
+        return self.convert.reformat(frame, format="rgb24", threads=self.threads).to_ndarray()
+
+
 class _PyAVFrame(DecodedFrame):
-    def __init__(self, frame: av.VideoFrame, reformatter: VideoReformatter, threads: int) -> None:
-        self._frame, self._reformatter, self._threads = frame, reformatter, threads
+    def __init__(self, frame: av.VideoFrame, scalers: _Scalers) -> None:
+        self._frame, self._scalers = frame, scalers
 
     def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        frame = self._frame
-        width, height = size or (frame.width, frame.height)
-        # AREA averages when shrinking (no aliasing from 1080p to 256 px) and is cheaper than
-        # swscale's BILINEAR there; it equals BILINEAR at the same size.
-        interpolation = Interpolation.AREA if width < frame.width else Interpolation.BILINEAR
-        converted = self._reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation=interpolation,
-            threads=self._threads,
-        )
-        return converted.to_ndarray()
+        return self._scalers.rgb(self._frame, size)
 
 
 class PyAVReader(VideoReader):
@@ -79,9 +89,7 @@ class PyAVReader(VideoReader):
         #: unwanted packets between two GOP ranges below which decoding through beats a seek
         #: (a seek restarts a frame-threaded decoder, which costs about a frame per thread)
         self.seek_cost = max(1, threads)
-        # One scaler for all frames: PyAV's per-frame conversion builds a new one each time,
-        # which costs more than converting a 456x256 frame.
-        self._reformatter = VideoReformatter()
+        self._scalers = _Scalers(threads)
 
     def _open_stream(self) -> None:
         container, path = self._container, self.path
@@ -154,15 +162,19 @@ class PyAVReader(VideoReader):
         slot_of = dict(zip(wanted.tolist(), range(wanted.size), strict=True))
         filled = np.zeros(wanted.size, bool)
         self.stats.gop_minimum = (self.stats.gop_minimum or 0) + self._index.gop_minimum(wanted)
+        # disposable pictures nobody asked for are never fed to the decoder
+        skippable = set(np.flatnonzero(self._index.disposable).tolist())
+        skippable -= set(self._index.decode_position(wanted).tolist())
         for run in self._runs(wanted):
             try:
-                self._decode_run(run, slot_of, filled, on_frame)
+                self._decode_run(run, slot_of, filled, on_frame, skippable)
             except _SeekLandedLate:
                 self.seek_ok = False
                 self.stats.notes.append("a seek landed after its keyframe: decoded from the start")
                 break
         if not self.seek_ok and not filled.all():
-            self._decode_run(self._from_start(wanted[~filled]), slot_of, filled, on_frame)
+            self._decode_run(self._from_start(wanted[~filled]), slot_of, filled, on_frame,
+                             skippable)
         if not filled.all():
             missing = float(selection.times[np.flatnonzero(~filled)[0]])
             raise VideoDecodeError(
@@ -188,26 +200,32 @@ class PyAVReader(VideoReader):
         self.stats.seeks += 1
 
     def _decode_run(self, run: Run, slot_of: dict[int, int], filled: np.ndarray,
-                    on_frame: FrameCallback) -> None:
+                    on_frame: FrameCallback, skippable: set[int]) -> None:
         codec = self._stream.codec_context
         self._seek(run)
         started = run.first == 0
         decoded_until = 0.0
+        position_of_pts, stats = self._position_of_pts, self.stats
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:  # end of stream
                     break
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                position = self._position_of_pts.get(stamp)
+                stamp = packet.pts
+                position = position_of_pts.get(stamp if stamp is not None else packet.dts)
                 if not started:
                     if not packet.is_keyframe:
                         continue  # before the first keyframe: skipped without decoding
                     if position is None or position > run.first:
                         raise _SeekLandedLate
                     started = True
-                frames = codec.decode(packet)
-                self.stats.frames_decoded += 1
-                decoded_until = self._emit(frames, slot_of, filled, on_frame, decoded_until)
+                if position in skippable:
+                    stats.frames_skipped += 1
+                else:
+                    frames = codec.decode(packet)
+                    stats.frames_decoded += 1
+                    if frames:
+                        decoded_until = self._emit(frames, slot_of, filled, on_frame,
+                                                   decoded_until)
                 if position is not None and position >= run.last:
                     break
             self._emit(self._drain(codec), slot_of, filled, on_frame, decoded_until)
@@ -236,7 +254,7 @@ class PyAVReader(VideoReader):
             slot = slot_of.get(display)
             if slot is not None and not filled[slot]:
                 filled[slot] = True
-                on_frame(slot, _PyAVFrame(frame, self._reformatter, self._threads))
+                on_frame(slot, _PyAVFrame(frame, self._scalers))
         return decoded_until
 
     def close(self) -> None:

@@ -89,23 +89,15 @@ class FrameSelection:
 
 @dataclass
 class DecodeStats:
-    """What a reader did: packets decoded (None when the backend does not say), seeks, the
-    GOP-minimum of what it was asked (None when the backend has no packet index)."""
+    """What a reader did: packets decoded (None when the backend does not say), disposable
+    packets it did not need to decode, seeks, the GOP-minimum of what it was asked (None when
+    the backend has no packet index)."""
 
     frames_decoded: int | None = 0
+    frames_skipped: int = 0
     seeks: int = 0
     gop_minimum: int | None = None
     notes: list[str] = field(default_factory=list)
-
-    def add(self, other: DecodeStats) -> None:
-        if self.frames_decoded is None or other.frames_decoded is None:
-            self.frames_decoded = None
-        else:
-            self.frames_decoded += other.frames_decoded
-        self.seeks += other.seeks
-        if other.gop_minimum is not None:
-            self.gop_minimum = (self.gop_minimum or 0) + other.gop_minimum
-        self.notes += other.notes
 
 
 class DecodedFrame(ABC):
