@@ -75,6 +75,8 @@ class ExtractOptions:
     workers: int = 2
     prefetch: int = 2
     decode_timeout: float = 300.0
+    #: ``cpu``, or ``cuda[:N]``: decode with NVDEC, each video falling back to the CPU if it must
+    decode_device: str = "cpu"
     videos_per_part: int = 1
     hand_threshold: float = 0.8
     object_threshold: float = 0.01
@@ -101,6 +103,8 @@ class ExtractOptions:
             raise ValueError("hand crops need --boxes: a folder of EPIC hand-object pickles or a parquet of boxes")
         if self.videos_per_part < 1:
             raise ValueError("--videos-per-part must be >= 1")
+        if self.decode_device != "cpu" and not self.decode_device.startswith("cuda"):
+            raise ValueError(f"--decode-device must be cpu or cuda[:N], not {self.decode_device!r}")
 
 
 def build_sampler(options: ExtractOptions) -> FrameSampler:
@@ -334,6 +338,7 @@ class PartRunner:
             boxes=boxes, crop_size=self.crop_size, crop_margin=0.0, crop_square=False,
             short_side=self.short_side,
             full_frames=any(t.crop == "full" for t in self.targets),
+            device=self.options.decode_device,
         )
 
     # -- encode and write --
@@ -516,6 +521,8 @@ class ExtractSummary:
     nothing_to_do: bool = False
     failed_parts: list[str] = field(default_factory=list)
     run_log: str | None = None
+    #: why videos were decoded by another backend or device than asked -> how many videos
+    decode_fallbacks: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -567,6 +574,7 @@ def run_extract(options: ExtractOptions, *, prepared: PreparedRun | None = None,
     ok: dict[str, int] = {name: 0 for name in run.runner.stream_names}
     errors: dict[str, int] = dict.fromkeys(run.runner.stream_names, 0)
     done = skipped = 0
+    fallbacks: dict[str, int] = {}
     with _progress(options.progress, sum(p.n_segments for p in todo)) as progress, \
             DecodePool(options.workers, options.prefetch, options.decode_timeout) as pool:
         for part, decoded in decode_parts(run.runner, todo, pool):
@@ -574,6 +582,9 @@ def run_extract(options: ExtractOptions, *, prepared: PreparedRun | None = None,
                 if video.result is not None:
                     total.decode += video.result.decode_sec
                     total.frames_decoded += 0 if video.result.times is None else len(video.result.times)
+                    if video.result.fallback_reason:
+                        reason = video.result.fallback_reason.replace(video.result.path, "<video>")
+                        fallbacks[reason] = fallbacks.get(reason, 0) + 1
             outcome = run.runner.write_part(part, decoded)
             total.add(outcome.times)
             for name, n in outcome.ok.items():
@@ -595,7 +606,7 @@ def run_extract(options: ExtractOptions, *, prepared: PreparedRun | None = None,
         unique_frames=run.plan.n_unique_frames,
         seconds={"decode_worker": round(total.decode, 2), "encode": round(total.encode, 2),
                  "write": round(total.write, 2), "wall": round(time.perf_counter() - started, 2)},
-        text_streams=text_streams, nothing_to_do=not todo,
+        text_streams=text_streams, nothing_to_do=not todo, decode_fallbacks=fallbacks,
     )
 
 
