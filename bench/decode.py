@@ -293,7 +293,7 @@ def bench_pool(videos: list[Video], workers: int) -> dict[str, Any]:
         decode_job(job)
     in_process = time.perf_counter() - started
     with DecodePool(workers=workers, timeout_sec=600.0) as pool:
-        list(pool.imap(jobs[:1]))  # start the workers outside the timing
+        list(pool.imap(jobs[:workers]))  # start every worker outside the timing
         started = time.perf_counter()
         results = list(pool.imap(jobs))
         pooled = time.perf_counter() - started

@@ -43,7 +43,7 @@ from egofeat.extract.readers import (
     resized_size,
 )
 
-__all__ = ["DecodeJob", "DecodeResult", "Opener", "captured_stderr", "decode_job"]
+__all__ = ["DecodeJob", "DecodeResult", "Opener", "captured_stderr", "decode_job", "peak_rss_bytes"]
 
 Opener = Callable[..., VideoReader]
 log = logging.getLogger(__name__)
@@ -152,10 +152,23 @@ def decode_job(job: DecodeJob, *, opener: Opener = open_video, threads: int = 1)
             lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
             result.error += f" [decoder output: {' | '.join(lines)[:500]}]"
     result.decode_sec = time.perf_counter() - started
-    result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result.peak_rss_bytes = peak_rss_bytes()
     if result.error is not None:
         result.frames = result.crops = result.times = None
     return result
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` where Linux has it (``ru_maxrss`` of a
+    spawned worker also counts the parent it was forked from before its exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _run(job: DecodeJob, opener: Opener, threads: int, result: DecodeResult) -> None:
