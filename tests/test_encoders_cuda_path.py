@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from egofeat.extract.encoders import create_encoder
-from egofeat.extract.encoders.base import auto_batch_size
+from egofeat.extract.encoders.base import Encoder, auto_batch_size
+from egofeat.extract.encoders.preprocess import ImagePreprocess
 
 
 class FakeEvent:
@@ -111,3 +112,27 @@ def test_a_compiled_forward_pass_sees_only_full_batches():
     encoder._forward = lambda pixels: seen.append(pixels.shape[0]) or forward(pixels)
     np.testing.assert_allclose(encoder.encode(frames(6)), expected, rtol=1e-5, atol=1e-6)
     assert seen == [4, 4]  # the last batch of 2 was padded to 4, its padding dropped
+
+
+class _ConvEncoder(Encoder):
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels).mean(dim=(2, 3, 4))
+
+
+def test_on_cuda_only_2d_convolutions_turn_channels_last(monkeypatch):
+    # "cuda" is mocked: moving a module there moves it to the CPU, free memory is 80 GB.
+    original = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        args = tuple("cpu" if str(a).startswith("cuda") else a for a in args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (80 * 2**30, 80 * 2**30))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv3d(4, 4, 1))
+    preprocessing = ImagePreprocess(16, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    _ConvEncoder(name="conv", model=model, preprocessing=preprocessing, dim=4, output="test",
+                 device="cuda")
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model[0].weight.is_contiguous()
+    assert model[1].weight.dim() == 5 and model[1].weight.is_contiguous()  # left as it was

@@ -121,7 +121,10 @@ class Encoder(ABC):
         self._compiled = False
         self._staging: dict[tuple[int, ...], list[torch.Tensor]] = {}
         if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+            # 2-D convolutions only: Module.to(memory_format=...) refuses 5-D (3-D conv) weights
+            for module in self.model.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
         return (
