@@ -82,6 +82,7 @@ class ExtractConfig(_Settings):
     workers: int = Field(2, ge=0, description="Decoder worker processes (0: decode in-process).")
     prefetch: int = Field(2, ge=1, description="Videos decoded ahead per worker.")
     decode_timeout: float = Field(300.0, gt=0, description="Seconds before a hanging decode is killed.")
+    decode_device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu | cuda[:N]: decode with NVDEC (torchcodec); a video NVDEC can't read falls back to the CPU, counted in the summary.")
     videos_per_part: int = Field(1, ge=1, description="Videos per committed part.")
     hand_threshold: float = Field(0.8, ge=0, le=1, description="Hand detection score threshold.")
     object_threshold: float = Field(0.01, ge=0, le=1, description="Object detection score threshold.")

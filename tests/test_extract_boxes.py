@@ -9,17 +9,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from egofeat.extract.boxes import (
+from egofeat.extract.boxes import HandObjectBoxes, UnionRule, crop
+from egofeat.extract.detections import (
     BBox,
     FrameDetections,
     HandDetection,
-    HandObjectBoxes,
     HandSide,
     HandState,
     ObjectDetection,
     ProtoDecodeError,
-    UnionRule,
-    crop,
     decode_detections,
     load_detection_payloads,
 )

@@ -6,6 +6,7 @@ knows exactly which frame a decoder returned.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from egofeat.extract.decode import (
+from egofeat.extract import (
     DecodeJob,
     DecodePool,
     VideoDecodeError,
@@ -22,6 +23,8 @@ from egofeat.extract.decode import (
     decode_job,
     open_video,
 )
+from egofeat.extract.reader_pyav import PyAVReader
+from egofeat.extract.reader_torchcodec import torchcodec_available
 from egofeat.extract.synthetic import (
     encode_video,
     read_frame_index,
@@ -41,6 +44,18 @@ except ImportError:  # no wheels outside x86-64
 DECORD = pytest.param(
     "decord", marks=pytest.mark.skipif(not HAS_DECORD, reason="decord is not installed")
 )
+# Whether torchcodec loads is asked inside the tests: importing it (and torch) at module import
+# would slow down every decode worker that imports this module for its openers.
+TORCHCODEC = pytest.param(
+    "torchcodec",
+    marks=pytest.mark.skipif(importlib.util.find_spec("torchcodec") is None,
+                             reason="torchcodec is not installed"),
+)
+
+
+def _usable(backend: str) -> None:
+    if backend == "torchcodec" and (problem := torchcodec_available()) is not None:
+        pytest.skip(problem)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +119,9 @@ def test_custom_layout_templates(tmp_path):
 # -- readers ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
 def test_frames_at_times_are_the_frames_shown_then(cfr_video, backend):
+    _usable(backend)
     frames, times = _inside_frames(N_FRAMES, FPS)
     with open_video(cfr_video, backend) as reader:
         assert reader.backend == backend
@@ -119,8 +135,9 @@ def test_frames_at_times_are_the_frames_shown_then(cfr_video, backend):
     np.testing.assert_allclose(decoded.times, frames / FPS, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
 def test_frame_boundaries_and_rgb_order(cfr_video, backend):
+    _usable(backend)
     with open_video(cfr_video, backend) as reader:
         decoded = reader.read_at([0.0, 2.2, 0.04, 0.0399])
     assert _indices(decoded.images) == [0, 55, 1, 0]
@@ -129,36 +146,59 @@ def test_frame_boundaries_and_rgb_order(cfr_video, backend):
     assert red > 150 and green > 150 and blue < 100
 
 
-def test_pyav_seeks_across_long_gaps(media):
-    path = write_video(media / "long.mp4", 450, 15.0, gop=15)  # 30 s
+def test_pyav_decodes_each_gop_once_and_nothing_after_the_last_wanted_frame(media):
+    path = write_video(media / "long.mp4", 450, 15.0, gop=15)  # 30 s, a keyframe every second
     frames = np.array([420, 15, 300, 16, 0, 449])
     with open_video(path, "pyav") as reader:
-        reader.seek_gap_sec = 2.0
         decoded = reader.read_at((frames + 0.5) / 15.0)
+        stats = reader.stats
     assert _indices(decoded.images) == frames.tolist()
+    # Shown-order cost from each frame's keyframe: 1 + 2 (15, 16) + 1 + 1 + 15 (435..449);
+    # in decode order B-frames come after the frames they refer to: a few more or less.
+    assert abs(stats.gop_minimum - 20) <= 3 * 5
+    # no GOP twice, nothing past a range; of those packets, disposable B-frames nobody asked
+    # for (x264 makes many) are not even decoded
+    assert stats.frames_decoded + stats.frames_skipped == stats.gop_minimum
+    assert stats.frames_skipped > 0
+    assert stats.seeks == 5  # one per keyframe range: 0, 15, 300, 420, 435
+
+
+def test_pyav_decodes_through_when_a_seek_would_skip_almost_nothing(media):
+    path = write_video(media / "through.mp4", 60, 15.0, gop=15)
+    # The last frame of GOP 0 and the first of GOP 1: one range, decoded through, one seek.
+    with open_video(path, "pyav") as reader:
+        decoded = reader.read_at([14.5 / 15, 15.5 / 15])
+        assert _indices(decoded.images) == [14, 15]
+        assert reader.stats.seeks == 1
+        # at most seek_cost packets between the two ranges were decoded on the way
+        stats = reader.stats
+        extra = stats.frames_decoded + stats.frames_skipped - stats.gop_minimum
+        assert 0 <= extra <= reader.seek_cost
 
 
 def test_pyav_decodes_from_the_start_when_a_seek_lands_late(media, monkeypatch):
     path = write_video(media / "late_seek.mp4", 150, 15.0, gop=15)
     with open_video(path, "pyav") as reader:
-        honest = reader._decoded
+        honest = reader._seek
 
-        def landing_late(from_sec):
-            # What a broken index does: the seek lands a second after the wanted time.
-            return (
-                (t, f)
-                for t, f in honest(from_sec)
-                if not reader._seek_ok or t > from_sec + 1 or from_sec == 0
-            )
+        def landing_late(run):
+            # What a broken index does: the seek lands on a keyframe after the one asked for.
+            honest(run)
+            if run.first > 0:
+                stream = reader._stream
+                target = int(reader.index.pts[run.first] + 1 / stream.time_base)
+                reader._container.seek(target, stream=stream)
 
-        monkeypatch.setattr(reader, "_decoded", landing_late)
+        monkeypatch.setattr(reader, "_seek", landing_late)
         decoded = reader.read_at([7.05, 3.05])
-        assert not reader._seek_ok
+        assert not reader.seek_ok
+        assert "decoded from the start" in reader.stats.notes[0]
     assert _indices(decoded.images) == [105, 45]
 
 
-@pytest.mark.parametrize("backend", [DECORD, "pyav", "auto"])
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav", "auto"])
 def test_time_past_the_end_is_an_error_naming_video_and_duration(cfr_video, backend):
+    _usable(backend)
     with open_video(cfr_video, backend) as reader:
         last = reader.read_at([3.0 + 0.5 / FPS])  # within one frame past the end
         assert _indices(last.images) == [N_FRAMES - 1]
@@ -168,13 +208,12 @@ def test_time_past_the_end_is_an_error_naming_video_and_duration(cfr_video, back
             reader.read_at([1.0, 3.5])
 
 
-def test_variable_frame_rate_falls_back_to_pyav(vfr_video):
+def test_variable_frame_rate_files_are_read_by_their_timestamps(vfr_video):
     times = np.array([0.5, 1.01, 2.39, 0.1, 2.2, 0.0, 2.5, 3.15])
     # Frame shown at t: the last pts <= t.
     expected = (np.searchsorted(VFR_PTS, times, side="right") - 1).tolist()
     with open_video(vfr_video) as reader:
-        assert reader.backend == "pyav"
-        assert "variable frame rate" in reader.fallback_reason or not HAS_DECORD
+        assert (reader.backend, reader.fallback_reason) == ("pyav", None)
         decoded = reader.read_at(times)
     assert _indices(decoded.images) == expected
     np.testing.assert_allclose(decoded.times, VFR_PTS[expected], atol=1e-3)
@@ -236,8 +275,58 @@ def test_job_returns_resized_frames_and_crops(media):
     # Frame 3 has bit 0 on: the top-left block, cropped alone, is yellow.
     assert result.crops[0, ..., 0].mean() > 150 and result.crops[0, ..., 2].mean() < 100
     np.testing.assert_allclose(result.times, [0.3, 1.0], atol=1e-4)
-    assert result.backend == ("decord" if HAS_DECORD else "pyav")
+    assert result.backend == "pyav"
+    assert result.frames_decoded + result.frames_skipped == result.gop_minimum
     assert result.decode_sec > 0
+
+
+@pytest.mark.parametrize("backend", [DECORD, TORCHCODEC, "pyav"])
+def test_every_backend_scales_frames_alike_and_crops_from_the_full_frame(media, backend):
+    _usable(backend)
+    path = write_video(media / "hd.mp4", 10, 10.0, size=(640, 360))
+    boxes = np.array([[0.0, 0.0, 0.25, 0.25]] * 2)
+    job = DecodeJob("k", path, np.array([0.35, 0.55]), backend=backend, boxes=boxes,
+                    crop_size=32, crop_square=False, short_side=90)
+    result, reference = decode_job(job), decode_job(DecodeJob("r", path, job.times, short_side=None))
+    assert result.ok, result.error
+    assert result.frames.shape == (2, 90, 160, 3) and _indices(result.frames) == [3, 5]
+    # the crop is the top-left code block of the full frame, not of the scaled one
+    block = reference.frames[0, :90, :160].astype(float).mean(axis=(0, 1))
+    np.testing.assert_allclose(result.crops[0].astype(float).mean(axis=(0, 1)), block, atol=12)
+
+
+def test_cuda_decoding_falls_back_to_the_cpu_per_video_and_says_why(cfr_video):
+    # No GPU here: NVDEC (torchcodec on cuda) cannot open the file, PyAV on the CPU reads it.
+    result = decode_job(DecodeJob("k", cfr_video, np.array([0.5, 1.01]), device="cuda"))
+    assert result.ok, result.error
+    assert result.backend == "pyav" and _indices(result.frames) == [12, 25]
+    assert result.fallback_reason.startswith("decoded on the CPU: ")
+    assert "cuda" in result.fallback_reason or "torchcodec" in result.fallback_reason
+
+
+class _FailingGpuReader(PyAVReader):
+    backend = "torchcodec"
+
+    def decode(self, selection, on_frame):
+        raise VideoDecodeError(f"{self.path}: NVDEC error: unsupported chroma format")
+
+
+def gpu_failing_opener(path, backend="auto", device="cpu", **options):
+    """A CUDA decoder that opens every file and fails decoding it; the CPU one works."""
+    if device != "cpu":
+        return _FailingGpuReader(path, options.get("threads", 1))
+    return open_video(path, backend, device=device, **options)
+
+
+def test_a_video_nvdec_fails_on_midway_is_decoded_again_on_the_cpu(cfr_video):
+    job = DecodeJob("k", cfr_video, np.array([0.5, 1.01]), device="cuda:0")
+    result = decode_job(job, opener=gpu_failing_opener)
+    assert result.ok and result.backend == "pyav" and _indices(result.frames) == [12, 25]
+    assert "decoded on the CPU" in result.fallback_reason and "NVDEC error" in result.fallback_reason
+    # asked for a backend explicitly, the failure is the result
+    explicit = decode_job(DecodeJob("k", cfr_video, job.times, backend="torchcodec",
+                                    device="cuda:0"), opener=gpu_failing_opener)
+    assert not explicit.ok and "NVDEC error" in explicit.error
 
 
 def test_job_boxes_must_match_times(cfr_video):
@@ -400,3 +489,35 @@ def _seconds(stamp: str) -> float:
 
 def _pixels_near(image: np.ndarray, colour: np.ndarray) -> int:
     return int((np.abs(image.astype(int) - colour).max(axis=-1) < 30).sum())
+
+
+# -- native decoder output ---------------------------------------------------------------------
+
+
+def noisy_opener(path, backend="auto", **options):
+    """Prints on file descriptor 2 as FFmpeg and decord do, then opens (or fails on 'bad')."""
+    os.write(2, f"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] moov atom not found in {path}\n".encode())
+    if "bad" in str(path):
+        raise VideoDecodeError(f"{path}: not a readable video")
+    return open_video(path, backend, **options)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_native_decoder_output_goes_to_the_result_not_the_terminal(capfd, cfr_video, workers):
+    jobs = [DecodeJob("bad", cfr_video.with_name("bad.mp4"), np.array([0.5])),
+            DecodeJob("good", cfr_video, np.array([0.5]))]
+    with DecodePool(workers=workers, timeout_sec=60.0, opener=noisy_opener) as pool:
+        bad, good = pool.imap(jobs)
+    assert "moov atom not found" not in capfd.readouterr().err
+    assert "not a readable video" in bad.error and "[decoder output: [mov,mp4" in bad.error
+    assert good.ok and "moov atom not found" in good.diagnostics and "decoder output" not in (
+        good.error or "")
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="decord is not installed")
+def test_decord_messages_on_a_broken_file_are_captured(capfd, tmp_path, cfr_video):
+    broken = tmp_path / "headless.mp4"
+    broken.write_bytes(cfr_video.read_bytes()[-2000:])
+    result = decode_job(DecodeJob("k", broken, np.array([0.5]), backend="decord"))
+    assert not result.ok and "moov atom not found" in result.error
+    assert "moov atom" not in capfd.readouterr().err

@@ -8,10 +8,9 @@ import pytest
 
 from egofeat.extract.plan import (
     FrameSampler,
-    epic_frame_rate,
-    frame_number_at,
     plan_videos,
 )
+from egofeat.sources import epic_jpeg_fps, jpeg_frame_number
 
 
 def _segments(*rows: tuple[str, str, float, float]) -> pl.DataFrame:
@@ -164,7 +163,7 @@ def test_snapping_to_the_frame_merges_times_in_one_frame():
 
 def test_frame_rate_per_video_from_a_function_or_mapping():
     segments = _segments(("s0", "P01_11", 0.0, 1.0), ("s1", "P01_101", 0.0, 1.0))
-    plan = plan_videos(segments, FrameSampler.uniform(2), fps=epic_frame_rate)
+    plan = plan_videos(segments, FrameSampler.uniform(2), fps=epic_jpeg_fps)
     assert [video.frame_rate for video in plan] == [50.0, 60.0]  # sorted: P01_101 first
     with pytest.raises(KeyError, match="P01_11"):
         plan_videos(segments, FrameSampler.uniform(2), fps={"P01_101": 50.0})
@@ -213,17 +212,17 @@ def test_bad_segment_tables_are_refused(segments, match):
 # -- the EPIC frame rule ----------------------------------------------------------------------
 
 
-def test_epic_frame_rates():
-    assert epic_frame_rate("P01_11") == 60.0
-    assert epic_frame_rate("P37_103") == 50.0
-    with pytest.raises(ValueError, match="fps="):
-        epic_frame_rate("video_7")
+def test_epic_jpeg_fpss():
+    assert epic_jpeg_fps("P01_11") == 60.0
+    assert epic_jpeg_fps("P37_103") == 50.0
+    with pytest.raises(ValueError, match="not an EPIC-KITCHENS video id"):
+        epic_jpeg_fps("video_7")
 
 
 def test_frame_numbers_are_one_based_floors():
-    assert frame_number_at(0.0, 60.0) == 1
-    assert frame_number_at(0.5, 60.0) == 30
-    np.testing.assert_array_equal(frame_number_at(np.array([0.01, 1.0, 2.999]), 50.0), [1, 50, 149])
+    assert jpeg_frame_number(0.0, 60.0) == 1
+    assert jpeg_frame_number(0.5, 60.0) == 30
+    np.testing.assert_array_equal(jpeg_frame_number(np.array([0.01, 1.0, 2.999]), 50.0), [1, 50, 149])
 
 
 def test_frame_rule_reproduces_the_epic_annotations(epic_dir):
@@ -233,8 +232,8 @@ def test_frame_rule_reproduces_the_epic_annotations(epic_dir):
         ("stop_timestamp", "stop_frame"),
     ):
         seconds = np.array([_seconds(stamp) for stamp in table[time_column]])
-        fps = np.array([epic_frame_rate(video) for video in table["video_id"]])
-        np.testing.assert_array_equal(frame_number_at(seconds, fps), table[frame_column].to_numpy())
+        fps = np.array([epic_jpeg_fps(video) for video in table["video_id"]])
+        np.testing.assert_array_equal(jpeg_frame_number(seconds, fps), table[frame_column].to_numpy())
 
 
 def _seconds(stamp: str) -> float:

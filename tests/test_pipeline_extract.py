@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from egofeat.cli import app
 from egofeat.config import ExtractConfig
-from egofeat.extract import DecodeJob, FrameSampler, decode_job, epic_frame_rate, open_video
+from egofeat.extract import DecodeJob, FrameSampler, decode_job, open_video
 from egofeat.extract.encoders import create_encoder
 from egofeat.extract.synthetic import (
     SYNTHETIC_NOUNS,
@@ -34,10 +34,9 @@ from egofeat.extract.synthetic import (
     write_synthetic_dataset,
     write_video,
 )
-from egofeat.pipelines import executors
 from egofeat.pipelines.executors import execute
 from egofeat.pipelines.extract import prepare_extract
-from egofeat.sources import class_texts
+from egofeat.sources import class_texts, epic_jpeg_fps
 from egofeat.store import STATUS_ERROR, STATUS_OK, FeatureStore, IncompatibleStreamError, layout
 
 FPS = 15.0
@@ -103,7 +102,7 @@ def write_epic_csv(path: Path, segments: Sequence[tuple[str, str, float, float]]
         writer = csv.writer(file)
         writer.writerow(EPIC_COLUMNS)
         for segment_id, video_id, start, end in segments:
-            rate = epic_frame_rate(video_id)
+            rate = epic_jpeg_fps(video_id)
             writer.writerow([
                 segment_id, video_id.split("_")[0], video_id, _timestamp(start),
                 _timestamp(start), _timestamp(end), max(1, math.floor(start * rate)),
@@ -121,7 +120,7 @@ def set_stop_time(csv_path: Path, segment_id: str, stop_sec: float) -> None:
     for row in rows[1:]:
         if row[0] == segment_id:
             row[stop] = _timestamp(stop_sec)
-            row[stop_frame] = str(math.floor(stop_sec * epic_frame_rate(row[2])))
+            row[stop_frame] = str(math.floor(stop_sec * epic_jpeg_fps(row[2])))
     with csv_path.open("w", newline="") as file:
         csv.writer(file).writerows(rows)
 
@@ -371,8 +370,7 @@ def test_overlapping_segments_share_frames_decoded_and_encoded_once(tmp_path, mo
     monkeypatch.setattr(
         encoder, "encode", lambda frames: encoded.append(len(frames)) or encode(frames)
     )
-    monkeypatch.setattr(executors, "prepare_extract", lambda _: prepared)
-    summary = execute(options)
+    summary = execute(options, prepared=prepared)
     assert (summary.requested_frames, summary.unique_frames) == (20 + 12, 8 + 6)
     assert summary.dedup_ratio == round(32 / 14, 3)
     assert sum(encoded) == 8 + 6 and len(encoded) == 2  # one batch per video
@@ -445,7 +443,7 @@ def test_epic_jpeg_frame_folders(tmp_path, tiny):
     # P01_01 is an EPIC-55 id (60 fps frame files), P01_101 an extension id (50 fps).
     for video_id in ("P01_01", "P01_101"):
         write_jpeg_folder(
-            tmp_path / "P01" / "rgb_frames" / video_id, int(4 * epic_frame_rate(video_id)), SIZE
+            tmp_path / "P01" / "rgb_frames" / video_id, int(4 * epic_jpeg_fps(video_id)), SIZE
         )
     annotations = write_epic_csv(tmp_path / "EPIC_100_validation.csv", [
         ("P01_01_0", "P01_01", 0.4, 1.9), ("P01_01_1", "P01_01", 2.0, 3.7), ("P01_101_0", "P01_101", 1.1, 3.3),
@@ -470,7 +468,7 @@ def test_epic_jpeg_frame_folders(tmp_path, tiny):
         start, end = {"P01_01_0": (0.4, 1.9), "P01_01_1": (2.0, 3.7), "P01_101_0": (1.1, 3.3)}[
             row["segment_id"]
         ]
-        rate = epic_frame_rate(row["video_id"])
+        rate = epic_jpeg_fps(row["video_id"])
         numbers = np.floor(FrameSampler.uniform(8).times(start, end) * rate)  # the EPIC frame rule
         np.testing.assert_allclose(row["frame_times"], numbers / rate)
         with open_video(tmp_path / "P01" / "rgb_frames" / row["video_id"]) as reader:

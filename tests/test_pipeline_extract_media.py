@@ -8,12 +8,16 @@ rows, and a generic annotation table over flat video files.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
 from test_pipeline_extract import FPS, SIZE, write_epic_csv
+from typer.testing import CliRunner
 
+from egofeat.cli import app
 from egofeat.config import ExtractConfig
 from egofeat.extract import DecodeJob, FrameSampler, decode_job
 from egofeat.extract.encoders import create_encoder
@@ -140,3 +144,31 @@ def test_a_generic_annotation_table_over_flat_video_files(tmp_path):
     asked = FrameSampler.uniform(8).times(1.5, 3.9)
     shown = np.asarray(rows["frame_times"][1])
     assert ((shown <= asked + 1e-3) & (asked < shown + 1 / FPS)).all()
+
+
+def test_decoding_on_a_missing_gpu_falls_back_per_video_and_the_summary_says_so(tmp_path):
+    # No CUDA device here: every video is decoded on the CPU, and the summary counts them.
+    (tmp_path / "cpu").mkdir()
+    for video_id in ("P01_01", "P01_02"):
+        write_video(tmp_path / f"{video_id}.mp4", int(4 * FPS), FPS, SIZE)
+    segments = [*SEGMENTS, ("P01_02_0", "P01_02", 0.5, 2.5)]
+    summary, rows = extract(tmp_path, "{video_id}.mp4", segments, decode_device="cuda")
+    assert not summary.failed and rows.height == 3
+    ((reason, count),) = summary.decode_fallbacks.items()
+    assert count == 2 and reason.startswith("decoded on the CPU: ") and "<video>" in reason
+    features = FeatureStore.open(tmp_path / "store").stream("tiny/full").load(rows["segment_id"])
+    for video_id in ("P01_01", "P01_02"):
+        shutil.copy(tmp_path / f"{video_id}.mp4", tmp_path / "cpu" / f"{video_id}.mp4")
+    cpu_summary, cpu_rows = extract(tmp_path / "cpu", "{video_id}.mp4", segments)
+    assert cpu_summary.decode_fallbacks == {}
+    cpu = FeatureStore.open(tmp_path / "cpu" / "store").stream("tiny/full").load(rows["segment_id"])
+    np.testing.assert_array_equal(features.features, cpu.features)
+
+
+def test_a_decode_device_other_than_cpu_or_cuda_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="decode_device"):
+        ExtractConfig(annotations=[tmp_path / "a.csv"], videos=tmp_path, store=tmp_path / "s",
+                      decode_device="gpu")
+    result = CliRunner().invoke(app, ["extract", "--annotations", str(tmp_path / "a.csv"), "--videos",
+                                      str(tmp_path), "--store", str(tmp_path / "s"), "--decode-device", "gpu"])
+    assert result.exit_code == 2 and "--decode-device: string should match pattern" in result.output

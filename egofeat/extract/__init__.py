@@ -5,38 +5,28 @@ import it, so the encoders (torch) live in :mod:`egofeat.extract.encoders` and a
 from there.
 """
 
-from egofeat.extract.boxes import (
+from egofeat.extract.boxes import HandObjectBoxes, UnionRule, crop
+from egofeat.extract.decode import DecodeJob, DecodeResult, decode_job
+from egofeat.extract.detections import (
     BBox,
     FrameDetections,
     HandDetection,
-    HandObjectBoxes,
     HandSide,
     HandState,
     ObjectDetection,
-    UnionRule,
-    crop,
     decode_detections,
     load_detection_payloads,
 )
-from egofeat.extract.decode import (
-    DecodeJob,
-    DecodePool,
-    DecodeResult,
-    Frames,
-    VideoDecodeError,
-    VideoLayout,
-    VideoReader,
-    decode_job,
-    open_video,
-)
+from egofeat.extract.layout import VideoLayout
 from egofeat.extract.plan import (
     ExtractionPlan,
     FrameSampler,
     VideoPlan,
-    epic_frame_rate,
-    frame_number_at,
     plan_videos,
 )
+from egofeat.extract.pool import DecodePool
+from egofeat.extract.readers import Frames, VideoDecodeError, VideoReader
+from egofeat.extract.video import open_video
 
 __all__ = [
     "BBox",
@@ -60,8 +50,6 @@ __all__ = [
     "crop",
     "decode_detections",
     "decode_job",
-    "epic_frame_rate",
-    "frame_number_at",
     "load_detection_payloads",
     "open_video",
     "plan_videos",

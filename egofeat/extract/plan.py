@@ -5,16 +5,15 @@ A :class:`FrameSampler` turns one segment ``[start_sec, end_sec]`` into frame ti
 a frame shared by overlapping segments is decoded once and encoded once per stream.
 
 All times are seconds on the video's own clock (presentation time relative to the first
-frame). :func:`epic_frame_rate` and :func:`frame_number_at` hold the EPIC-KITCHENS rule that
-maps a time to a 1-based RGB-JPEG frame number (60 fps for ``PXX_YY``, 50 fps for
-``PXX_1YY``), shared by the JPEG-folder reader and the hand-object boxes.
+frame). The EPIC-KITCHENS rule that maps a time to a 1-based RGB-JPEG frame number (60 fps for
+``PXX_YY``, 50 fps for ``PXX_1YY``) is :mod:`egofeat.sources.epic_frames`, shared by the
+JPEG-folder reader and the hand-object boxes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -27,44 +26,11 @@ __all__ = [
     "FrameSampler",
     "SamplerKind",
     "VideoPlan",
-    "epic_frame_rate",
-    "frame_number_at",
     "plan_videos",
 ]
 
 SamplerKind = Literal["uniform", "random", "dense", "oversampled", "clip"]
 FrameRate = float | Mapping[str, float] | Callable[[str], float]
-
-_EPIC_VIDEO_ID = re.compile(r"^P\d+_(\d+)$")
-
-
-def epic_frame_rate(video_id: str) -> float:
-    """Frame rate of the EPIC-KITCHENS RGB JPEG frames (and frame numbers) of ``video_id``.
-
-    EPIC-55 videos (``PXX_YY``, two-digit number) were extracted at 60 fps and extension videos
-    (``PXX_1YY``, three digits) at 50 fps, whatever the MP4's native rate.
-    """
-    match = _EPIC_VIDEO_ID.match(video_id)
-    if match is None:
-        raise ValueError(
-            f"video id {video_id!r} is not an EPIC-KITCHENS id (PXX_YY or PXX_1YY), so its JPEG "
-            "frame rate is unknown; pass the frame rate explicitly (fps=...)"
-        )
-    return 50.0 if len(match.group(1)) == 3 else 60.0
-
-
-def frame_number_at(time_sec: float | np.ndarray, fps: float) -> int | np.ndarray:
-    """1-based frame number shown at ``time_sec``: ``max(1, floor(t * fps))``, the EPIC rule.
-
-    Frame ``n`` covers ``[n / fps, (n + 1) / fps)``; frame 1 also covers ``[0, 1 / fps)``.
-    The product is a plain float64 floor, as in the EPIC annotations (a time like 67.1 s,
-    whose product is 4025.99999..., is frame 4025 there), so times meant to land in a frame
-    should point inside it, e.g. at its centre ``(n + 0.5) / fps``.
-    """
-    number = np.maximum(1, np.floor(np.asarray(time_sec, dtype=np.float64) * fps))
-    number = number.astype(np.int64)
-    return int(number) if number.ndim == 0 else number
-
 
 @dataclass(frozen=True)
 class FrameSampler:
@@ -306,7 +272,7 @@ def plan_videos(
             (``participant_id`` is carried along when present).
         sampler: turns each segment into frame times.
         fps: the frame rate of the frames that will be read, as one number, a mapping
-            ``video_id -> fps`` or a function of the video id (e.g. :func:`epic_frame_rate`
+            ``video_id -> fps`` or a function of the video id (e.g. :func:`egofeat.sources.epic_jpeg_fps`
             for EPIC JPEG folders). When given, each time is snapped to the centre of the
             frame that shows it (``(floor(t * fps) + 0.5) / fps``), so times falling in the
             same frame are one frame. Without it, times are merged when they round to the same

@@ -16,7 +16,7 @@ import csv
 import math
 import pickle
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +25,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from egofeat.extract.boxes import (
+from egofeat.extract.detections import (
     BBox,
     FrameDetections,
     HandDetection,
@@ -33,7 +33,7 @@ from egofeat.extract.boxes import (
     HandState,
     ObjectDetection,
 )
-from egofeat.extract.plan import epic_frame_rate
+from egofeat.sources.epic_frames import epic_jpeg_fps
 
 __all__ = [
     "SYNTHETIC_NOUNS",
@@ -43,8 +43,10 @@ __all__ = [
     "encode_detections",
     "encode_video",
     "read_frame_index",
+    "scene_frames",
     "write_detections_pickle",
     "write_jpeg_folder",
+    "write_scene_video",
     "write_synthetic_dataset",
     "write_video",
 ]
@@ -176,6 +178,60 @@ def write_video(
     """
     frames = (draw_frame_index(i, size) for i in range(n_frames))
     return encode_video(path, frames, fps, pts=pts, codec=codec, gop=gop)
+
+
+def scene_frames(n_frames: int, fps: float, size: tuple[int, int] = (456, 256),
+                 seed: int = 0) -> Iterator[np.ndarray]:
+    """Frames of an EPIC-like scene: a textured worktop panning under a wandering head-mounted
+    camera, with an object moving across it. Codes like real footage (motion, texture), unlike
+    the flat blocks of :func:`draw_frame_index`, so decoding costs what real video costs."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    # A smooth random texture twice as wide as the frame, so the pan never wraps visibly.
+    coarse = rng.uniform(40, 215, size=(height // 8 + 1, width // 4 + 1, 3))
+    texture = np.kron(coarse, np.ones((8, 8, 1)))[:height, : 2 * width]
+    texture = np.clip(texture + rng.normal(0, 6, texture.shape), 0, 255).astype(np.uint8)
+    radius = max(4, height // 9)
+    for i in range(n_frames):
+        t = i / fps
+        shift = int(width * 0.04 * math.sin(t / 1.5) + t * width / 12) % width
+        frame = texture[:, shift : shift + width].copy()
+        cx = int(width / 2 + width / 3 * math.sin(t / 0.7))
+        cy = int(height / 2 + height / 4 * math.cos(t / 0.9))
+        frame[max(0, cy - radius) : cy + radius, max(0, cx - radius) : cx + radius] = (200, 40, 40)
+        yield frame
+
+
+def write_scene_video(
+    path: str | Path,
+    seconds: float,
+    fps: float,
+    size: tuple[int, int] = (456, 256),
+    *,
+    gop_sec: float = 1.0,
+    vfr: bool = False,
+    seed: int = 0,
+    options: Mapping[str, str] | None = None,
+) -> Path:
+    """An H.264 video of :func:`scene_frames`: EPIC-like footage for benchmarks.
+
+    ``gop_sec`` is the keyframe interval in seconds (GoPro-style 0.5 s or 1 s); ``vfr`` spaces
+    frames irregularly (intervals cycling through 1, 1, 2, 1, 1.5 frame periods, as phones
+    record), ``fps`` then being the nominal rate. ``options`` are libx264 options (default
+    ``crf=23, preset=veryfast``).
+    """
+    n_frames = max(1, round(seconds * fps))
+    pts = None
+    if vfr:
+        steps = np.resize([1.0, 1.0, 2.0, 1.0, 1.5], n_frames - 1) / fps
+        pts = np.concatenate([[0.0], np.cumsum(steps)]).round(3)
+        n_frames = int(np.searchsorted(pts, seconds, side="left")) or 1
+        pts = pts[:n_frames]
+    return encode_video(
+        path, scene_frames(n_frames, fps, size, seed), fps, pts=pts,
+        gop=max(1, round(gop_sec * fps)),
+        options=dict(options or {"crf": "23", "preset": "veryfast"}),
+    )
 
 
 def write_jpeg_folder(
@@ -502,7 +558,7 @@ def _detections(
     video_id: str, segments: Sequence[_Segment], duration: float, size: tuple[int, int]
 ) -> list[FrameDetections]:
     width, height = size
-    rate = epic_frame_rate(video_id)
+    rate = epic_jpeg_fps(video_id)
     decoy_hand = HandDetection(
         BBox(0.05, 0.6, 0.15, 0.8), 0.2, HandState.NO_CONTACT, (0.0, 0.0), HandSide.LEFT
     )
@@ -547,7 +603,7 @@ def _detections(
 
 
 def _annotation_row(segment: _Segment) -> list[object]:
-    rate = epic_frame_rate(segment.video_id)
+    rate = epic_jpeg_fps(segment.video_id)
     verb, noun = SYNTHETIC_VERBS[segment.verb], SYNTHETIC_NOUNS[segment.noun]
     return [
         f"{segment.video_id}_{segment.index}",

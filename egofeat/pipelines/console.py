@@ -87,6 +87,8 @@ def print_extract_summary(summary: dict[str, Any]) -> None:
         f"seconds: decode {seconds['decode_worker']} (worker time), encode {seconds['encode']}, "
         f"write {seconds['write']}, wall {seconds['wall']}"
     )
+    for reason, count in summary.get("decode_fallbacks", {}).items():
+        console.print(f"[yellow]decode fallback[/yellow] ({count} video{'s' * (count != 1)}): {reason}")
     if summary["text_streams"]:
         console.print(f"text streams: {', '.join(summary['text_streams'])}")
     if summary.get("run_log"):

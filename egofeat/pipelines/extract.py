@@ -143,6 +143,8 @@ class PartOutcome:
     skipped: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
     segments: int = 0
+    #: why videos were decoded by another backend or device than asked -> how many videos
+    decode_fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class PartRunner:
             boxes=boxes, crop_size=self.crop_size, crop_margin=0.0, crop_square=False,
             short_side=self.short_side,
             full_frames=any(t.crop == "full" for t in self.targets),
+            device=self.options.decode_device,
         )
 
     # -- encode and write --
@@ -442,6 +445,8 @@ class ExtractSummary:
     nothing_to_do: bool = False
     failed_parts: list[str] = field(default_factory=list)
     run_log: str | None = None
+    #: why videos were decoded by another backend or device than asked -> how many videos
+    decode_fallbacks: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:

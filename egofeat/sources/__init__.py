@@ -26,6 +26,7 @@ from egofeat.sources.epic_frames import (
     epic_frame_times,
     epic_frames_at,
     epic_jpeg_fps,
+    jpeg_frame_number,
 )
 from egofeat.sources.errors import SegmentTableError
 from egofeat.sources.generic import load_segments
@@ -72,6 +73,7 @@ __all__ = [
     "epic_jpeg_fps",
     "epic_readable_name",
     "infer_epic_split",
+    "jpeg_frame_number",
     "load_charades_classes",
     "load_charades_ego",
     "load_ego4d_fho",

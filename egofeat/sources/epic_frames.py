@@ -54,8 +54,17 @@ def epic_frame_time(frame: int, video_id: str) -> float:
 def epic_frames_at(t_sec: npt.ArrayLike, video_id: str | npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Vectorised :func:`epic_frame_at`: one video id, or one per time."""
     times = np.asarray(t_sec, dtype=np.float64)
-    fps = _fps_array(video_id, times.shape)
-    return np.maximum(1, np.floor(times * fps)).astype(np.int64)
+    return np.asarray(jpeg_frame_number(times, _fps_array(video_id, times.shape)), dtype=np.int64)
+
+
+def jpeg_frame_number(t_sec: float | npt.ArrayLike, fps: float | npt.ArrayLike) -> int | npt.NDArray[np.int64]:
+    """1-based frame number shown at ``t_sec`` in frames extracted at ``fps``: ``max(1,
+    floor(t * fps))``, the product a plain float64 floor as in the EPIC annotations (a time like
+    67.1 s, whose product is 4025.99999..., is frame 4025), so times meant to land in a frame
+    should point inside it, e.g. at its centre ``(n + 0.5) / fps``."""
+    number = np.maximum(1, np.floor(np.asarray(t_sec, dtype=np.float64) * np.asarray(fps, dtype=np.float64)))
+    number = number.astype(np.int64)
+    return int(number) if number.ndim == 0 else number
 
 
 def epic_frame_times(

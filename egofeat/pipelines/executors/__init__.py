@@ -56,7 +56,7 @@ from egofeat.pipelines.executors.parts import (
     shard_parts,
 )
 from egofeat.pipelines.executors.torchrun import RankInfo, run_torchrun
-from egofeat.pipelines.extract import ExtractSummary, prepare_extract
+from egofeat.pipelines.extract import ExtractSummary, PreparedRun, prepare_extract
 from egofeat.pipelines.runlog import RunLog, new_run_id
 
 __all__ = [
@@ -73,16 +73,18 @@ __all__ = [
 ]
 
 
-def execute(options: ExtractConfig) -> ExtractSummary | None:
+def execute(options: ExtractConfig, *, prepared: PreparedRun | None = None) -> ExtractSummary | None:
     """Run `egofeat extract` with its executor (``options.executor``, see the module docstring).
 
+    ``prepared`` is the run :func:`~egofeat.pipelines.extract.prepare_extract` planned from
+    ``options`` (to look at the plan, or time it, before running it); planned here otherwise.
     Returns the run's summary; None on torchrun ranks other than 0 (rank 0 reports for all).
     """
     executor = options.executor
     if executor == "torchrun":
         return run_torchrun(options, sharding=options.sharding)
     started = time.perf_counter()
-    run = prepare_extract(absolute_paths(options) if executor == "dask" else options)
+    run = prepared or prepare_extract(absolute_paths(options) if executor == "dask" else options)
     run_id = new_run_id()
     parts = all_parts(run)
     with ExitStack() as stack:

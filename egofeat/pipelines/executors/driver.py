@@ -169,6 +169,7 @@ def _summarize(run: PreparedRun, results: Sequence[PartResult], started: float,
     names = run.runner.stream_names
     ok, errors = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
     times = StageTimes()
+    fallbacks: dict[str, int] = {}
     for result in results:
         if result.outcome is not None:
             for name, n in result.outcome.ok.items():
@@ -176,6 +177,8 @@ def _summarize(run: PreparedRun, results: Sequence[PartResult], started: float,
             for name, n in result.outcome.errors.items():
                 errors[name] += n
             times.add(result.outcome.times)
+            for reason, n in result.outcome.decode_fallbacks.items():
+                fallbacks[reason] = fallbacks.get(reason, 0) + n
     last = {r.part.part_id: r for r in results}  # a part run again after waiting: its last result
     wrote = {r.part.part_id for r in results if r.wrote}
     failed = sorted(pid for pid, r in last.items() if r.error is not None and pid not in wrote)
@@ -188,6 +191,7 @@ def _summarize(run: PreparedRun, results: Sequence[PartResult], started: float,
         seconds={"decode_worker": round(times.decode, 2), "encode": round(times.encode, 2),
                  "write": round(times.write, 2), "wall": round(time.perf_counter() - started, 2)},
         text_streams=text_streams, nothing_to_do=not run.parts, failed_parts=failed, run_log=run_log,
+        decode_fallbacks=fallbacks,
     )
 
 

@@ -33,7 +33,18 @@ def part_outcomes(runner: PartRunner, parts: Sequence[PartSpec], pool: DecodePoo
     for part, decoded in decode_parts(runner, parts, pool):
         outcome = runner.write_part(part, decoded)
         outcome.times.add(_decode_times(decoded))
+        outcome.decode_fallbacks = decode_fallbacks(decoded)
         yield outcome
+
+
+def decode_fallbacks(decoded: Sequence[DecodedVideo]) -> dict[str, int]:
+    """Why videos of a part were decoded otherwise than asked (e.g. NVDEC -> CPU) -> count."""
+    reasons: dict[str, int] = {}
+    for video in decoded:
+        if video.result is not None and video.result.fallback_reason:
+            reason = video.result.fallback_reason.replace(str(video.result.path), "<video>")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
 
 
 def _decode_times(decoded: Sequence[DecodedVideo]) -> StageTimes:
