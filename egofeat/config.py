@@ -93,6 +93,7 @@ class ExtractConfig(_Settings):
     templates: list[str] = Field(["{}"], description="Class-prompt template(s), e.g. 'a photo of a {}'.")
     tag: str = Field("", description="Suffix for stream names (a new configuration -> a new stream).")
     split: str | None = Field(None, description="Split name (default: from the file name; ego4d: required).")
+    classes: Path | None = Field(None, description="Class lists: EPIC's folder of EPIC_100_{verb,noun}_classes.csv (default: beside the annotations), an Ego4D taxonomy JSON, Charades_v1_classes.txt, or a folder of verb.txt / noun.txt.")
     allow_pickle: bool = Field(False, description="Allow .pkl annotation files (pickles can run code).")
     mapping: dict[str, str] | None = Field(None, description="generic: JSON canonical->file column map.")
     window: Literal["action", "xmic", "eilev"] = Field("action", description="ego4d: time window (xmic: central 4 s, eilev: 8 s).")

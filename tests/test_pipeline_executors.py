@@ -89,7 +89,7 @@ def parts(dataset):
     options = ExtractConfig(annotations=[dataset.annotations_dir / "EPIC_100_train.csv",
                                           dataset.annotations_dir / "EPIC_100_validation.csv"],
                              videos=dataset.videos_root, store=Path("unused"), frames=3)
-    plan = plan_videos(load_annotations(options), build_sampler(options))
+    plan = plan_videos(load_annotations(options)[0], build_sampler(options))
     return plan_parts(plan, {"s": set()}, videos_per_part=1)
 
 

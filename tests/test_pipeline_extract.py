@@ -559,8 +559,8 @@ def test_dense_rows_hold_a_variable_number_of_frames(two_videos):
 def test_text_streams_hold_class_prompts_and_narrations(clean, tiny):
     store = FeatureStore.open(clean[0])
     assert clean[2]["text_streams"] == [
-        "tiny/text/epic100/verb-names",
         "tiny/text/epic100/noun-names",
+        "tiny/text/epic100/verb-names",
         "tiny/text/narration",
     ]
     for task, names in (("verb", SYNTHETIC_VERBS), ("noun", SYNTHETIC_NOUNS)):

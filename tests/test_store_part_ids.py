@@ -92,7 +92,7 @@ def extract_args(root: Path, store: Path, *extra: str) -> list[str]:
 def test_plan_parts_names_every_part_validly(videos):
     options = ExtractConfig(annotations=[videos / "clips.csv"], videos=videos, store=Path("unused"),
                              dataset="generic", mapping=MAPPING, split="val", layout="flat", frames=2)
-    plan = plan_videos(load_annotations(options), build_sampler(options))
+    plan = plan_videos(load_annotations(options)[0], build_sampler(options))
     parts = plan_parts(plan, {"s": set()}, videos_per_part=1)
     assert len(parts) == 3 and len({p.part_id for p in parts}) == 3
     for part in parts:

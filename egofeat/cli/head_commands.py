@@ -224,6 +224,28 @@ def submit(
 
 
 @app.command()
+@user_errors
+def runs(
+    folders: Annotated[list[Path] | None, typer.Argument(help="Run folders, or folders holding them (default: .).")] = None,
+    sort: Annotated[str | None, typer.Option(help="Order by this metric, best first (e.g. all_action_accuracy_at_1).")] = None,
+    plot: Annotated[str | None, typer.Option(help="Bar chart of this metric per run (with --out).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="The chart's .png (with --plot).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Compare runs: task, head, streams, recipe, the settings that differ, val metrics, size, time."""
+    from egofeat.pipelines.compare import compare_runs, plot_runs
+
+    if (plot is None) != (out_path is None):
+        raise ValueError("--plot METRIC and --out FILE.png go together")
+    comparison = compare_runs(folders or [Path(".")], sort=sort)
+    if plot is not None:
+        comparison["plot"] = plot_runs(comparison, plot, out_path)
+    out.print_json(comparison) if json_output else out.print_runs(comparison)
+    if plot is not None and not json_output:
+        out.console.print(f"plot: {comparison['plot']}")
+
+
+@app.command()
 def heads(json_output: JsonOption = False) -> None:
     """Registered heads (their training task and options) and training tasks."""
     from egofeat.pipelines.catalog import describe_heads

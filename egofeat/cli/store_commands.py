@@ -25,13 +25,15 @@ def segments(
     allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl files (pickles can run code).")] = False,
     mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
     window: Annotated[str, typer.Option(help="ego4d: action | xmic | eilev time window.")] = "action",
+    classes: Annotated[Path | None, typer.Option(help="Class lists (EPIC: the folder of EPIC_100_*_classes.csv, default beside FILE; Ego4D: a taxonomy JSON).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Load and validate annotations into the canonical segment table; print a summary."""
     from egofeat.pipelines.segments import segments_command
 
     summary = segments_command(file, dataset, out=out_path, store=store, split=split,
-                               allow_pickle=allow_pickle, mapping=mapping, window=window)
+                               allow_pickle=allow_pickle, mapping=mapping, window=window,
+                               classes=classes)
     out.print_json(summary) if json_output else out.print_summary(summary, title=str(file))
 
 

@@ -89,48 +89,69 @@ def plot_per_class_accuracy(
     *,
     tail_verbs: Iterable[int] = (),
     tail_nouns: Iterable[int] = (),
+    verb_names: Sequence[str] | None = None,
+    noun_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Bars of per-class accuracy by class id, verbs above nouns, tail classes coloured.
+    """Bars of per-class accuracy, verbs above nouns, named on the axis, head and tail classes
+    in two colours (legend beside the bars, never over them).
 
     Args:
         verb_accuracy, noun_accuracy: per-class accuracies (e.g. from
             :func:`egofeat.eval.per_class_accuracy`); NaN classes (absent from the ground
-            truth) get no bar.
+            truth) get no bar, and their number is in the panel's title.
         tail_verbs, tail_nouns: class ids drawn in the tail colour.
+        verb_names, noun_names: class names by id (default: the ids).
     """
-    figure = Figure(figsize=(14, 7), layout="constrained")
-    axes = figure.subplots(2, 1)
-    for axis, name, accuracy, tail in (
-        (axes[0], "verb", verb_accuracy, tail_verbs),
-        (axes[1], "noun", noun_accuracy, tail_nouns),
-    ):
+    panels = []
+    for name, accuracy, tail, names in (("verb", verb_accuracy, tail_verbs, verb_names),
+                                        ("noun", noun_accuracy, tail_nouns, noun_names)):
         accuracy = np.asarray(accuracy, dtype=np.float64)
+        names = list(names) if names is not None else [str(i) for i in range(accuracy.size)]
+        if len(names) != accuracy.size:
+            raise ValueError(f"{len(names)} {name} names for {accuracy.size} classes")
+        panels.append((name, accuracy, set(tail), names))
+    shown = max(int((~np.isnan(a)).sum()) for _, a, _, _ in panels)
+    figure = Figure(figsize=(min(60.0, max(9.0, 0.22 * shown + 2.5)), 9), layout="constrained")
+    axes = figure.subplots(2, 1)
+    for axis, (name, accuracy, tail, names) in zip(axes, panels, strict=True):
         classes = np.nonzero(~np.isnan(accuracy))[0]
-        absent = np.nonzero(np.isnan(accuracy))[0]
-        is_tail = np.isin(classes, np.asarray(list(tail), dtype=np.int64))
-        for mask, colour, label in (
-            (~is_tail, HEAD_COLOUR, "head"),
-            (is_tail, TAIL_COLOUR, "tail"),
-        ):
-            axis.bar(classes[mask], accuracy[classes[mask]], width=0.8, color=colour, label=label)
-        # Absent classes are marked, so that a missing bar can only mean 0 % accuracy.
-        axis.plot(
-            absent,
-            np.zeros(absent.size),
-            "x",
-            color="grey",
-            markersize=3,
-            label="not in ground truth",
-        )
-        axis.set_xlim(-1, accuracy.size)
+        positions = np.arange(classes.size)
+        is_tail = np.isin(classes, np.asarray(sorted(tail), dtype=np.int64))
+        for mask, colour, label in ((~is_tail, HEAD_COLOUR, "head classes"),
+                                    (is_tail, TAIL_COLOUR, "tail classes")):
+            if mask.any() or label.startswith("head"):
+                axis.bar(positions[mask], accuracy[classes[mask]], width=0.8, color=colour, label=label)
+        axis.set_xticks(positions, [names[c] for c in classes], rotation=90, fontsize=7)
+        axis.set_xlim(-1, max(classes.size, 1))
         axis.set_ylim(0, 100)
-        axis.set_xlabel(f"{name} class id")
         axis.set_ylabel("top-1 accuracy (%)")
-        axis.set_title(f"{name}s: {classes.size} of {accuracy.size} classes in ground truth")
-        axis.legend(loc="upper right")
+        absent = accuracy.size - classes.size
+        axis.set_title(f"{name}s: {classes.size} of {accuracy.size} classes in the ground truth"
+                       + (f" ({absent} absent, not drawn)" if absent else ""))
+        axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if title:
         figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_run_comparison(
+    runs: Sequence[str], values: Sequence[float | None], path: str | Path, *, metric: str
+) -> Path:
+    """One bar per run of ``metric`` (runs without it get none), the best bar highlighted."""
+    shown = [(run, float(v)) for run, v in zip(runs, values, strict=True) if v is not None]
+    if not shown:
+        raise ValueError(f"no run has the metric {metric!r}: nothing to plot")
+    figure = Figure(figsize=(max(6.0, 0.6 * len(shown) + 3), 4.5), layout="constrained")
+    axis = figure.subplots()
+    best = max(range(len(shown)), key=lambda i: shown[i][1] * (-1 if metric.endswith("loss") else 1))
+    colours = [TAIL_COLOUR if i == best else HEAD_COLOUR for i in range(len(shown))]
+    bars = axis.bar(range(len(shown)), [v for _, v in shown], color=colours)
+    axis.bar_label(bars, fmt="%.1f", fontsize="small")
+    axis.set_xticks(range(len(shown)), [run for run, _ in shown], rotation=30, ha="right")
+    axis.set_ylabel(metric)
+    axis.set_title(f"{metric} by run (best highlighted)")
+    axis.grid(axis="y", alpha=0.3)
     return _save(figure, path)
 
 

@@ -64,8 +64,9 @@ def load_head_data(
     them (``"drop"``).
 
     Class counts and names: ``vocabularies`` (task -> names by id) when given, else
-    ``num_classes``, else ``max class id + 1`` over the whole table of the dataset (all splits,
-    so train and val loaded apart agree), named by the ``{task}`` column.
+    ``num_classes``, else the dataset's vocabularies as the store keeps them (EPIC: 97 verbs
+    and 300 nouns, whatever the labels that occur), else (stores without vocabularies)
+    ``max class id + 1`` over the whole table of the dataset, named by the ``{task}`` column.
 
     Frames: streams with a fixed number of frames per segment load as ``(N, T, D)``. A stream
     with a variable number (densely sampled) is resampled to ``bins`` equal bins of
@@ -85,6 +86,8 @@ def load_head_data(
     handles = {name: store.stream(name) for name in streams}
     table = _segment_table(store, tasks, dataset, labels_needed=segment_ids is None,
                            vocabularies=vocabularies)
+    if vocabularies is None and num_classes is None:
+        vocabularies = _stored_vocabularies(store, table, tasks)
     sizes = _class_counts(table, tasks, vocabularies, num_classes)
     names = ({t: list(vocabularies[t]) for t in tasks} if vocabularies
              else _class_names(table, tasks, sizes))
@@ -186,6 +189,18 @@ def _segment_table(store: Any, tasks: Sequence[str], dataset: str | None, *,
                 f"share a vocabulary; pick one (data.dataset=NAME)"
             )
     return table
+
+
+def _stored_vocabularies(store: Any, table: pl.DataFrame, tasks: Sequence[str]) -> dict[str, list[str]] | None:
+    """The store's vocabularies of the table's one dataset for ``tasks``, when it has them all."""
+    lookup = getattr(store, "vocabulary", None)  # stores of other kinds may keep none
+    if lookup is None or not tasks or "dataset" not in table.columns or table["dataset"].n_unique() != 1:
+        return None
+    dataset = table["dataset"][0]
+    found = {task: lookup(dataset, task) for task in tasks}
+    if any(v is None for v in found.values()):
+        return None
+    return {task: vocabulary["name"].to_list() for task, vocabulary in found.items()}
 
 
 def _requested_rows(table: pl.DataFrame, segment_ids: Sequence[str]) -> pl.DataFrame:

@@ -154,7 +154,7 @@ def evaluate(
     """Loss (when ``loss_fn`` is given), top-1/top-5 per task, and mean top-1 over tasks.
 
     Keys: ``{prefix}loss``, ``{prefix}{task}_top1``, ``{prefix}{task}_top5``,
-    ``{prefix}top1_mean``.
+    ``{prefix}top1_mean``; accuracies in percent, as every report and the CLI print them.
     """
     device = resolve_device(device)
     model.to(device)
@@ -166,7 +166,7 @@ def evaluate(
     for task in tasks:
         if task not in outputs:
             raise KeyError(f"model gives no output for task {task!r}; outputs: {sorted(outputs)}")
-        accuracy = topk_accuracy(outputs[task], data.labels[task].cpu())
+        accuracy = {k: 100 * v for k, v in topk_accuracy(outputs[task], data.labels[task].cpu()).items()}
         metrics[f"{prefix}{task}_top1"] = accuracy[1]
         metrics[f"{prefix}{task}_top5"] = accuracy[5]
         top1.append(accuracy[1])

@@ -22,7 +22,7 @@ table and are checked by its :attr:`Task.Options` model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,15 +52,41 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Subsets:
-    """EPIC scoring subsets: unseen participants and tail classes (ids), each optional."""
+    """EPIC scoring subsets: unseen participants and tail classes (ids), each optional;
+    ``sources`` names the file each came from (for messages)."""
 
     unseen: frozenset[str] | None = None
     tail_verbs: frozenset[int] | None = None
     tail_nouns: frozenset[int] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {"unseen_participants": self.unseen, "tail_verbs": self.tail_verbs,
                 "tail_nouns": self.tail_nouns}
+
+    def check(self, data: HeadData) -> None:
+        """Refuse subsets that cannot apply to ``data`` (checked before any training):
+        tail class ids outside the vocabulary, unseen participants none of whom is in it."""
+        for name, task in (("tail_verbs", "verb"), ("tail_nouns", "noun")):
+            ids = getattr(self, name)
+            if ids is None or task not in data.num_classes:
+                continue
+            size = data.num_classes[task]
+            outside = sorted(i for i in ids if not 0 <= i < size)
+            if outside:
+                raise ValueError(
+                    f"{self.sources.get(name, name)}: {task} class ids {outside[:10]} are outside the "
+                    f"{size} {task} classes of the vocabulary (0..{size - 1}); give the tail file of "
+                    "this dataset's vocabulary"
+                )
+        if self.unseen and "participant_id" in data.meta.columns:
+            present = set(data.meta["participant_id"].drop_nulls().to_list())
+            if not self.unseen & present:
+                raise ValueError(
+                    f"{self.sources.get('unseen', 'unseen')}: none of the unseen participants "
+                    f"{sorted(self.unseen)} is among the {len(present)} participants of the scored "
+                    f"split (e.g. {sorted(present)[:5]}); give the unseen file of this split"
+                )
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,24 @@ def print_xmic_report(report: dict[str, Any]) -> None:
             console.print(table)
         console.print(f"X-MIC {task}: {result['trainable_parameters']:,} trainable parameters")
     console.print(f"report: {report['plots'][0].rsplit('/plots/', 1)[0]}/report.md; done in {report['seconds']} s")
+
+
+def print_runs(comparison: dict[str, Any]) -> None:
+    """Render `egofeat runs`: one row per run, the settings that differ, headline metrics."""
+    metrics = comparison["metrics"][:6]
+    table = Table(title=f"{len(comparison['runs'])} runs" + (
+        f", best {comparison['sorted_by']} first" if comparison.get("sorted_by") else ""))
+    for column in ("run", "task / head", "streams", "recipe", "differs", *metrics, "params", "s"):
+        table.add_column(column, justify="right" if column in (*metrics, "params", "s") else "left",
+                         overflow="fold")
+    for row in comparison["runs"]:
+        differs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row["differs"].items()
+                            if not k.startswith(("data.streams", "head.name", "task.name")))
+        values = [row["metrics"].get(m) for m in metrics]
+        table.add_row(
+            row["run"], f"{row['task']} / {row['head']}", ", ".join(row["streams"]), row["recipe"] or "",
+            differs, *("" if v is None else f"{v:.2f}" for v in values),
+            "" if row["trainable_parameters"] is None else f"{row['trainable_parameters']:,}",
+            "" if row["seconds"] is None else str(row["seconds"]),
+        )
+    console.print(table)

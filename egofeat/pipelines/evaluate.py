@@ -47,6 +47,8 @@ class SubsetFiles:
             unseen=frozenset(load_unseen_participants(self.unseen)) if self.unseen else None,
             tail_verbs=frozenset(load_tail_classes(self.tail_verbs)) if self.tail_verbs else None,
             tail_nouns=frozenset(load_tail_classes(self.tail_nouns)) if self.tail_nouns else None,
+            sources={name: str(path) for name, path in (("unseen", self.unseen), ("tail_verbs", self.tail_verbs),
+                                                       ("tail_nouns", self.tail_nouns)) if path},
         )
 
 
@@ -69,6 +71,7 @@ def evaluate_run(run: str | Path, split: str = "val", *, store_path: str | Path 
     """Score a trained run on one split of its store; writes its predictions and metrics."""
     loaded = (subsets or SubsetFiles()).load()
     predictions, data, task = run_predictions(run, split, store_path=store_path, device=device)
+    loaded.check(data)
     folder = RunFolder.open(run)
     folder.write_predictions(predictions, split)
     metrics = task.metrics(predictions, data, loaded)

@@ -59,18 +59,20 @@ def build_sampler(options: ExtractConfig) -> FrameSampler:
     return FrameSampler.dense(options.fps)
 
 
-def load_annotations(options: ExtractConfig) -> pl.DataFrame:
-    """The segment table of all annotation files (first ``limit`` rows when set)."""
-    from egofeat.pipelines.segments import load_segment_file
+def load_annotations(options: ExtractConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The segment table of all annotation files (first ``limit`` rows when set), and the
+    vocabularies its classes refer to (``egofeat.pipelines.segments.segment_vocabularies``)."""
+    from egofeat.pipelines.segments import load_segment_file, segment_vocabularies
 
     tables = [
         load_segment_file(path, options.dataset, split=options.split,
                           allow_pickle=options.allow_pickle, mapping=options.mapping,
-                          window=options.window)
+                          window=options.window, classes=options.classes)
         for path in options.annotations
     ]
     table = pl.concat(tables, how="diagonal_relaxed") if len(tables) > 1 else tables[0]
-    return table.head(options.limit) if options.limit else table
+    table, vocabularies = segment_vocabularies(options.annotations, options.dataset, table, options.classes)
+    return (table.head(options.limit) if options.limit else table), vocabularies
 
 
 # ---- parts -----------------------------------------------------------------------------
@@ -471,8 +473,12 @@ class PreparedRun:
 
 def prepare_extract(options: ExtractConfig) -> PreparedRun:
     """Load segments into the store, create streams, plan frames and the parts still to do."""
-    segments = load_annotations(options)
+    from egofeat.pipelines.segments import store_vocabularies
+
+    segments, vocabularies = load_annotations(options)
     store = FeatureStore.open(options.store, create=True)
+    for dataset in segments["dataset"].unique().sort().to_list():  # before the segments: a
+        store_vocabularies(store, dataset, vocabularies)            # refused vocabulary adds nothing
     store.add_segments(segments)
     sampler = build_sampler(options)
     runner = PartRunner(options, store, sampler)
@@ -491,21 +497,21 @@ def prepare_extract(options: ExtractConfig) -> PreparedRun:
 
 
 def write_extract_texts(run: PreparedRun) -> list[str]:
-    """Class-name texts (EPIC: from the class files beside the annotations, in the run's
+    """Class-name texts of the run's vocabularies (as the store keeps them, in the run's
     templates) and narrations, for every encoder of the run with a text side."""
     from egofeat.extract.encoders import TextEncoder
     from egofeat.pipelines.text_streams import write_class_texts, write_narrations
-    from egofeat.sources import Vocabulary, epic_class_files
 
     options = run.options
-    files = epic_class_files(Path(options.annotations[0]).parent) if options.dataset == "epic100" else None
-    vocabularies = {task: Vocabulary.from_epic_csv(path).names for task, path in (files or {}).items()}
+    datasets = run.segments["dataset"].unique().to_list()
+    vocabularies = (run.store.vocabularies().filter(pl.col("dataset").is_in(datasets))
+                    .sort("dataset", "task", "class_id"))
     written = []
     for encoder in run.runner.encoders:
         if not isinstance(encoder, TextEncoder):
             continue
-        for task, names in vocabularies.items():
-            written.append(write_class_texts(run.store, encoder, options.dataset, task, names,
+        for (dataset, task), rows in vocabularies.group_by(["dataset", "task"], maintain_order=True):
+            written.append(write_class_texts(run.store, encoder, dataset, task, rows["name"].to_list(),
                                              templates=options.templates, tag=options.tag))
         written.append(write_narrations(run.store, encoder, run.segments, tag=options.tag))
     return written

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    run.json                      store, streams, tasks, head, task and the full run config
+    run.json                      store, streams, tasks, head, task, the full run config, and
+                                  the summary of the finished run (epochs, parameters, seconds)
     metrics.jsonl                 one record per epoch (the trainer)
     last.pt / best.pt             checkpoints (model, config, class names, stream provenance)
     metrics.json                  the reported metrics of each scored split
@@ -22,6 +23,7 @@ import numpy as np
 
 from egofeat._util.jsonsafe import jsonable
 from egofeat.eval import Predictions, load_predictions, per_class_accuracy, save_predictions
+from egofeat.eval.predictions import class_names_of
 from egofeat.heads import Checkpoint, RunConfig, Subsets, load_checkpoint
 from egofeat.heads.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
 
@@ -61,6 +63,11 @@ class RunFolder:
             raise FileNotFoundError(f"{path} is not a run folder (no {RUN_FILE}); train one with "
                                     "`egofeat train`")
         return cls(path, json.loads((path / RUN_FILE).read_text()))
+
+    def record(self, summary: Mapping[str, Any]) -> None:
+        """Keep a finished run's summary (epochs, parameters, seconds, metrics) in ``run.json``."""
+        self.info["summary"] = dict(summary)
+        (self.path / RUN_FILE).write_text(json.dumps(jsonable(self.info), indent=1))
 
     @property
     def config(self) -> RunConfig:
@@ -133,4 +140,6 @@ class RunFolder:
         plot_per_class_accuracy(accuracy["verb"], accuracy["noun"],
                                 self.path / "plots" / f"per_class_{split}.png",
                                 tail_verbs=subsets.tail_verbs or (), tail_nouns=subsets.tail_nouns or (),
+                                verb_names=class_names_of(predictions, "verb"),
+                                noun_names=class_names_of(predictions, "noun"),
                                 title=f"{self.path.name}: per-class top-1 on {split}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +24,31 @@ def load_segment_file(
     allow_pickle: bool = False,
     mapping: dict[str, str] | str | None = None,
     window: str = "action",
+    classes: str | Path | None = None,
 ) -> pl.DataFrame:
     """Load one annotation file as a validated segment table.
 
     ``epic100``: EPIC-KITCHENS-100 CSVs (or their ``.pkl`` twins with ``allow_pickle``);
-    class ids are checked against the class files next to the CSV when present.
-    ``ego4d``: ``fho_main.json`` (``split`` required; ``window`` = action | xmic | eilev).
+    class ids are checked against the class files (beside the CSV, or in ``classes``).
+    ``ego4d``: ``fho_main.json`` (``split`` required; ``window`` = action | xmic | eilev);
+    class ids from the taxonomy in ``classes`` when given.
     ``generic``: any CSV/TSV/parquet with ``mapping`` (a dict or a JSON string) from canonical
     column names to the file's columns.
     """
     path = Path(path)
+    found = {task: r.vocabulary for task, r in
+             sources.class_list_vocabularies(dataset, path, classes).items()}
     if dataset == "epic100":
-        verbs, nouns = _epic_vocabularies(path.parent)
         return sources.load_epic100(path, split=split, allow_pickle=allow_pickle,
-                                    verb_classes=verbs, noun_classes=nouns)
+                                    verb_classes=found.get("verb"), noun_classes=found.get("noun"))
     if dataset == "ego4d":
         if split is None:
             raise ValueError("ego4d segments need --split (fho_main.json holds all splits' actions)")
         windows = {"action": "action", "xmic": sources.XMIC_WINDOW, "eilev": sources.EILEV_WINDOW}
         if window not in windows:
             raise ValueError(f"unknown window {window!r}; choose one of {sorted(windows)}")
-        return sources.load_ego4d_fho(path, split=split, window=windows[window])
+        return sources.load_ego4d_fho(path, split=split, window=windows[window],
+                                      verb_vocab=found.get("verb"), noun_vocab=found.get("noun"))
     if dataset == "generic":
         if mapping is None:
             raise ValueError("generic segments need --mapping '{\"segment_id\": \"id\", ...}'")
@@ -52,11 +57,25 @@ def load_segment_file(
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
 
 
-def _epic_vocabularies(folder: Path) -> tuple[Any, Any]:
-    verbs, nouns = folder / "EPIC_100_verb_classes.csv", folder / "EPIC_100_noun_classes.csv"
-    if verbs.exists() and nouns.exists():
-        return sources.Vocabulary.from_epic_csv(verbs), sources.Vocabulary.from_epic_csv(nouns)
-    return None, None
+def segment_vocabularies(files: Sequence[str | Path], dataset: str, table: pl.DataFrame,
+                         classes: str | Path | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The vocabularies the segments of ``files`` are labelled in (their class lists, else
+    their own names: :mod:`egofeat.sources.vocabularies`), and the table labelled by them."""
+    found = sources.class_list_vocabularies(dataset, files[0], classes)
+    missing = [task for task in ("verb", "noun") if task not in found]
+    if missing:
+        what = ", ".join(Path(f).name for f in files)
+        table, named = sources.table_vocabularies(table, what, missing)
+        found.update(named)
+    return table, found
+
+
+def store_vocabularies(store: FeatureStore, dataset: str, vocabularies: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the vocabularies in ``store`` (another one for the same dataset and task is refused);
+    returns task -> ``{"classes": n, "source": ...}``."""
+    for task, resolved in vocabularies.items():
+        store.add_vocabulary(sources.vocabulary_frame(dataset, task, resolved))
+    return {task: {"classes": len(r.vocabulary), "source": r.source} for task, r in vocabularies.items()}
 
 
 def segment_summary(table: pl.DataFrame) -> dict[str, Any]:
@@ -86,11 +105,16 @@ def segments_command(
 ) -> dict[str, Any]:
     """Load, validate and summarize a segment file; optionally save it to parquet or a store."""
     table = load_segment_file(path, dataset, **options)
-    summary = {"file": str(path), **segment_summary(table)}
+    table, vocabularies = segment_vocabularies([path], dataset, table, options.get("classes"))
+    summary = {"file": str(path), **segment_summary(table),
+               "vocabularies": {t: {"classes": len(r.vocabulary), "source": r.source}
+                                for t, r in vocabularies.items()}}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(out)
         summary["out"] = str(out)
     if store is not None:
-        summary["added_to_store"] = FeatureStore.open(store, create=True).add_segments(table)
+        opened = FeatureStore.open(store, create=True)
+        store_vocabularies(opened, table["dataset"][0] if table.height else dataset, vocabularies)
+        summary["added_to_store"] = opened.add_segments(table)
     return summary

@@ -46,6 +46,8 @@ def train_run(
     store = FeatureStore.open(store_path)
     task = create_task(config, store)
     data = task.training_data()
+    if subsets is not None:  # a bad tail or unseen file fails here: before training, no run folder
+        subsets.check(data.val if data.val is not None else data.train)
     run = RunFolder.create(out, store=str(store.path), config=config, val_split=data.val_name,
                            extra=run_info)
     model = task.build_model(data.train)
@@ -66,4 +68,5 @@ def train_run(
         run.plot_per_class(predictions, data.val_name, subsets or Subsets())
     run.plot_curves(fit.history)
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    run.record(summary)
     return summary

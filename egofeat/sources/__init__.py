@@ -39,6 +39,12 @@ from egofeat.sources.vocab import (
     epic_class_files,
     load_epic_vocabularies,
 )
+from egofeat.sources.vocabularies import (
+    Resolved,
+    class_list_vocabularies,
+    table_vocabularies,
+    vocabulary_frame,
+)
 from egofeat.sources.xmic_splits import (
     ClassSplit,
     class_splits,
@@ -56,12 +62,14 @@ __all__ = [
     "SEGMENT_SCHEMA",
     "XMIC_WINDOW",
     "ClassSplit",
+    "class_list_vocabularies",
     "class_splits",
     "class_texts",
     "EgoMcq",
     "EpicAnnotations",
     "MirItems",
     "SegmentTableError",
+    "Resolved",
     "Vocabulary",
     "Window",
     "ego4d_vocabulary",
@@ -90,5 +98,7 @@ __all__ = [
     "match_classes",
     "parse_charades_actions",
     "parse_timestamp",
+    "table_vocabularies",
     "validate_segments",
+    "vocabulary_frame",
 ]

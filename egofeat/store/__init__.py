@@ -23,6 +23,7 @@ from egofeat.store.provenance import provenance_diff, provenance_key
 from egofeat.store.store import FeatureStore
 from egofeat.store.stream import LoadedStream, Stream
 from egofeat.store.stream_info import StreamInfo
+from egofeat.store.vocabularies import VocabularyConflictError
 from egofeat.store.writer import PartWriter
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "StreamBusyError",
     "StreamInfo",
     "StreamNotFoundError",
+    "VocabularyConflictError",
     "provenance_diff",
     "provenance_key",
     "safe_part_id",

@@ -11,6 +11,7 @@ FORMAT_VERSION = 1
 
 STORE_FILE = "egofeat-store.json"
 SEGMENTS_DIR = "segments"
+VOCABULARIES_DIR = "vocabularies"
 STREAMS_DIR = "streams"
 STREAM_FILE = "stream.json"
 PARTS_DIR = "parts"

@@ -24,6 +24,7 @@ from egofeat.store.fs import StoreFS, is_temporary
 from egofeat.store.provenance import provenance_diff
 from egofeat.store.stream import Stream
 from egofeat.store.stream_info import CODECS, StreamInfo
+from egofeat.store.vocabularies import add_vocabulary, read_vocabularies
 
 #: Columns the store needs in a segment table (the full canonical schema lives in egofeat.sources).
 REQUIRED_SEGMENT_COLUMNS = ("dataset", "split", "segment_id", "video_id")
@@ -135,6 +136,22 @@ class FeatureStore:
         name = f"{hashlib.sha256(data).hexdigest()[:16]}.parquet"
         self.fs.write_bytes(self.fs.path(layout.SEGMENTS_DIR, name), data)
         return new.height
+
+    # ---- vocabularies ------------------------------------------------------------------
+    def vocabularies(self) -> pl.DataFrame:
+        """Every class vocabulary of the store: ``dataset, task, class_id, name, ...`` rows
+        (:mod:`egofeat.store.vocabularies`)."""
+        return read_vocabularies(self.fs)
+
+    def vocabulary(self, dataset: str, task: str) -> pl.DataFrame | None:
+        """The vocabulary of ``dataset``'s ``task`` by class id, or None when the store has none."""
+        table = self.vocabularies().filter((pl.col("dataset") == dataset) & (pl.col("task") == task))
+        return table.sort("class_id") if table.height else None
+
+    def add_vocabulary(self, vocabulary: pl.DataFrame) -> bool:
+        """Keep one dataset's vocabulary of one task; another one for them is refused
+        (:class:`~egofeat.store.vocabularies.VocabularyConflictError`)."""
+        return add_vocabulary(self.fs, vocabulary)
 
     # ---- streams -----------------------------------------------------------------------
     def stream_names(self) -> list[str]:
