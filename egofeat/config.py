@@ -30,6 +30,7 @@ from egofeat._util.settings import (
     ConfigError,
     apply_overrides,
     build,
+    merge_settings,
     read_settings_file,
     set_path,
 )
@@ -219,13 +220,18 @@ def load(
     values: Mapping[str, Any] | None = None,
     *,
     flags: Mapping[str, str] | None = None,
+    layers: Iterable[Mapping[str, Any]] = (),
 ) -> M:
-    """``model`` from a settings file, ``key=value`` overrides and typed ``values`` (dotted
-    keys, the last word); ``flags`` names the CLI flag of each field for messages."""
+    """``model`` from ``layers`` (dicts in the config-file layout, e.g. a named recipe's
+    :meth:`~egofeat.recipes.Recipe.layer`), a settings file over them, ``key=value``
+    overrides and typed ``values`` (dotted keys, the last word); ``flags`` names the CLI flag
+    of each field for messages."""
     raw: dict[str, Any] = {}
+    for layer in layers:
+        raw = merge_settings(raw, layer)
     source = "options"
     if path is not None:
-        raw, source = read_settings_file(path), str(path)
+        raw, source = merge_settings(raw, read_settings_file(path)), str(path)
     overrides = list(overrides)
     raw = apply_overrides(model, raw, overrides)
     for dotted, value in (values or {}).items():

@@ -22,9 +22,10 @@ ALLOWED = {
     "eval": {"_util"},
     "extract": {"_util", "sources"},
     "heads": {"_util", "store", "eval"},
-    "config": {"_util", "heads"},
-    "pipelines": {"_util", "sources", "store", "extract", "eval", "heads", "config", "pipelines"},
-    "cli": {"_util", "config", "pipelines", "cli"},
+    "recipes": {"_util", "recipes"},
+    "config": {"_util", "heads", "recipes"},
+    "pipelines": {"_util", "sources", "store", "extract", "eval", "heads", "config", "recipes", "pipelines"},
+    "cli": {"_util", "config", "recipes", "pipelines", "cli"},
 }
 
 
