@@ -33,6 +33,7 @@ from egofeat.extract.detections import (
     HandState,
     ObjectDetection,
 )
+from egofeat.sources.epic100 import EPIC_COLUMNS
 from egofeat.sources.epic_frames import epic_jpeg_fps
 
 __all__ = [
@@ -344,23 +345,6 @@ _VERB_MOTIONS = {
 }
 _SKIN = (225, 170, 135)
 _TRAIN, _VALIDATION = "EPIC_100_train.csv", "EPIC_100_validation.csv"
-_ANNOTATION_COLUMNS = (
-    "narration_id",
-    "participant_id",
-    "video_id",
-    "narration_timestamp",
-    "start_timestamp",
-    "stop_timestamp",
-    "start_frame",
-    "stop_frame",
-    "narration",
-    "verb",
-    "verb_class",
-    "noun",
-    "noun_class",
-    "all_nouns",
-    "all_noun_classes",
-)
 
 
 @dataclass(frozen=True)
@@ -635,7 +619,7 @@ def _write_annotations(
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in rows.items():
-        _write_csv(folder / name, _ANNOTATION_COLUMNS, table)
+        _write_csv(folder / name, EPIC_COLUMNS, table)
     for name, keys in (("verb", SYNTHETIC_VERBS), ("noun", SYNTHETIC_NOUNS)):
         _write_csv(
             folder / f"EPIC_100_{name}_classes.csv",

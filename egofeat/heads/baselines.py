@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from egofeat.heads.checkpoint import Checkpoint, save_checkpoint
@@ -23,6 +22,10 @@ from egofeat.heads.data import HeadData
 from egofeat.heads.registry import create_head, register_head, register_task
 from egofeat.heads.tasks import Task
 from egofeat.heads.trainer import BEST_CHECKPOINT, FitResult
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
 __all__ = ["UNSEEN_CLASS_LOGIT", "LogRegTask", "LogisticRegressionBaseline", "time_mean_features"]
 
@@ -66,6 +69,10 @@ class LogisticRegressionBaseline:
     def fit(self, data: HeadData) -> LogisticRegressionBaseline:
         """Fit the scaler and one classifier per task on the labelled rows of ``data``."""
         features = time_mean_features(data)
+        # scikit-learn (with SciPy) costs about a second to import: only runs that fit load it
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
         self.scaler = StandardScaler().fit(features)
         features = self.scaler.transform(features)
         for task in self.tasks:
