@@ -13,7 +13,7 @@ from typing import Any
 
 from egofeat.pipelines.rundir import RUN_FILE, RunFolder
 
-__all__ = ["compare_runs", "find_runs", "plot_runs"]
+__all__ = ["compare_runs", "find_runs", "plot_runs", "short_labels"]
 
 #: settings that say where or how fast a run ran, not what it learned
 _IGNORED = ("trainer.progress", "trainer.device", "trainer.num_threads", "trainer.features_on_device",
@@ -70,7 +70,7 @@ def plot_runs(comparison: Mapping[str, Any], metric: str, out: str | Path) -> st
     from egofeat.eval.plots import plot_run_comparison
 
     metric = _resolve_metric(metric, comparison["metrics"])
-    labels = _labels([row["run"] for row in comparison["runs"]])
+    labels = short_labels([row["run"] for row in comparison["runs"]])
     values = [row["metrics"].get(metric) for row in comparison["runs"]]
     return str(plot_run_comparison(labels, values, out, metric=metric))
 
@@ -103,7 +103,7 @@ def _resolve_metric(name: str, names: Sequence[str]) -> str:
     raise ValueError(f"--sort/--plot {name!r} names no one metric of these runs; {hint}")
 
 
-def _labels(paths: Sequence[str]) -> list[str]:
+def short_labels(paths: Sequence[str]) -> list[str]:
     """Run paths without their common prefix: short bar labels."""
     parts = [Path(p).parts for p in paths]
     common = 0

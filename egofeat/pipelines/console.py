@@ -211,21 +211,41 @@ def print_xmic_report(report: dict[str, Any]) -> None:
 
 
 def print_runs(comparison: dict[str, Any]) -> None:
-    """Render `egofeat runs`: one row per run, the settings that differ, headline metrics."""
-    metrics = comparison["metrics"][:6]
-    table = Table(title=f"{len(comparison['runs'])} runs" + (
+    """Render `egofeat runs`: one row per run, the settings in which the runs really differ,
+    headline metrics (fewer on a narrow terminal; everything is in ``--json``)."""
+    from egofeat.pipelines.compare import short_labels
+
+    runs = comparison["runs"]
+    metrics = comparison["metrics"][: 4 if console.width >= 120 else 3]
+    shown = [key for key in comparison["differences"]  # set in two runs to different values
+             if not key.startswith(("data.streams", "head.name", "task.name"))
+             and len({repr(r["differs"].get(key)) for r in runs if r["differs"].get(key) is not None}) > 1]
+    text = {
+        "run": short_labels([r["run"] for r in runs]),
+        "head": [r["head"] if r["task"] == "classification" else f"{r['task']}/{r['head']}" for r in runs],
+        "streams": [", ".join(r["streams"]) for r in runs],
+        "recipe": [r["recipe"] or "" for r in runs],
+        "differs": [", ".join(f"{k.rsplit('.', 1)[-1]}={r['differs'][k]}" for k in shown
+                              if r["differs"].get(k) is not None) for r in runs],
+    }
+    text = {column: cells for column, cells in text.items() if any(cells)}  # no empty columns
+    numbers = {
+        **{_metric_header(m): ["" if (v := r["metrics"].get(m)) is None else f"{v:.1f}" for r in runs]
+           for m in metrics},
+        "params": ["" if r["trainable_parameters"] is None else f"{r['trainable_parameters']:,}" for r in runs],
+        "s": ["" if r["seconds"] is None else str(r["seconds"]) for r in runs],
+    }
+    table = Table(title=f"{len(runs)} runs" + (
         f", best {comparison['sorted_by']} first" if comparison.get("sorted_by") else ""))
-    for column in ("run", "task / head", "streams", "recipe", "differs", *metrics, "params", "s"):
-        table.add_column(column, justify="right" if column in (*metrics, "params", "s") else "left",
-                         overflow="fold")
-    for row in comparison["runs"]:
-        differs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row["differs"].items()
-                            if not k.startswith(("data.streams", "head.name", "task.name")))
-        values = [row["metrics"].get(m) for m in metrics]
-        table.add_row(
-            row["run"], f"{row['task']} / {row['head']}", ", ".join(row["streams"]), row["recipe"] or "",
-            differs, *("" if v is None else f"{v:.2f}" for v in values),
-            "" if row["trainable_parameters"] is None else f"{row['trainable_parameters']:,}",
-            "" if row["seconds"] is None else str(row["seconds"]),
-        )
+    for column in text:
+        table.add_column(column, overflow="fold", min_width=8 if column != "head" else 4)
+    for column in numbers:
+        table.add_column(column, justify="right", overflow="fold", min_width=5)
+    for i in range(len(runs)):
+        table.add_row(*(cells[i] for cells in text.values()), *(cells[i] for cells in numbers.values()))
     console.print(table)
+
+
+def _metric_header(metric: str) -> str:
+    """``all_verb_accuracy_at_1`` -> ``verb@1``: a column header that fits a terminal."""
+    return metric.removeprefix("all_").replace("_accuracy_at_", "@")
