@@ -70,7 +70,7 @@ def test_class_texts_follow_xmic_forms():
     ego = ["adjust_(regulate,_increase/reduce,_change)", "nut_(food)", "nut_(tool)", "pot",
            "pot_(planter)", "carry"]
     assert class_texts("ego4d", ego) == [
-        "adjust", "nut (food)", "nut (tool)", "pot", "pot (planter)", "carry"]
+        "adjust", "nut", "nut tool", "pot", "planter", "carry"]
     assert class_texts("kitchen-a", ["cutting_board"]) == ["cutting board"]
 
 

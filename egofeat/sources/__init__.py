@@ -53,6 +53,7 @@ from egofeat.sources.xmic_splits import (
     epic_readable_name,
     load_xmic_split,
     match_classes,
+    xmic_ego4d_text,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "load_unseen_participants",
     "load_video_info",
     "load_xmic_split",
+    "xmic_ego4d_text",
     "match_classes",
     "parse_charades_actions",
     "parse_timestamp",
