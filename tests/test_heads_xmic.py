@@ -280,6 +280,9 @@ def test_zero_shot_logits_by_hand():
     expected = torch.tensor([[1.0, 0.0], [math.sqrt(0.5), math.sqrt(0.5)]]) * 100
     assert torch.allclose(zero_shot_logits(video, text), expected)
     assert torch.allclose(zero_shot_logits(video, text, logit_scale=1.0), expected / 100)
+    # frames are normalized before the mean (X-MIC's zero-shot): a long frame does not dominate
+    uneven = torch.tensor([[[3.0, 0.0], [0.0, 1.0]]])
+    assert torch.allclose(zero_shot_logits(uneven, text), torch.tensor([[1.0, 1.0]]) * 100 * math.sqrt(0.5))
 
 
 def make_domain(text, classes, nuisance_dirs, n, strength, frames, generator):

@@ -309,7 +309,9 @@ class XMICHead(nn.Module):
 
 
 def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float = 100.0) -> Tensor:
-    """Zero-shot CLIP classification: cosine of the frame-mean feature with each class text.
+    """Zero-shot CLIP classification as X-MIC's baseline (``trainers/zsclip_segments.py``):
+    each frame L2-normalized, averaged over frames, the mean normalized again, and its cosine
+    with each normalized class text.
 
     Args:
         video_feats: ``(B, T, D)`` frame features (or ``(B, D)`` already pooled).
@@ -319,7 +321,8 @@ def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float
     Returns:
         ``(B, C)`` logits.
     """
-    pooled = video_feats.float().mean(dim=1) if video_feats.ndim == 3 else video_feats.float()
+    features = video_feats.float()
+    pooled = F.normalize(features, dim=-1).mean(dim=1) if features.ndim == 3 else features
     return logit_scale * F.normalize(pooled, dim=-1) @ F.normalize(class_text.float(), dim=-1).T
 
 
