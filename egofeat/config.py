@@ -162,6 +162,7 @@ class XMICRunConfig(_Settings):
         "source-holdout", description="source-holdout (egofeat's: select on held-out source train videos) | target-val (X-MIC's: train on all source train, select on the reported split: optimistic).")
     holdout: float = Field(0.1, gt=0, lt=1, description="source-holdout: share of source train videos held out for selection.")
     bins: int = Field(16, ge=1, description="Temporal bins (extraction --frames).")
+    jitter: Literal["stored", "native"] = Field("stored", description="stored: one of the frames stored per bin (--sampling oversampled streams); native: any native frame of a bin, as X-MIC (--sampling native streams; Ego4D's offset conditioning frames).")
     per_bin: int = Field(3, ge=1, description="Frames per bin for extract jobs (temporal jitter).")
     dense_per_bin: int = Field(3, ge=1, description="Frames per bin read from dense streams.")
     width: int | None = Field(None, ge=1, description="Width of the conditioning transformer.")

@@ -3,7 +3,8 @@
 * The **model** is any ``nn.Module`` whose ``forward(batch)`` returns a dict of outputs
   (task -> logits for the classification heads).
 * The **data** is a :class:`~egofeat.heads.data.HeadData`; batches are gathered from its
-  in-RAM tensors (see :meth:`HeadData.batch` for the batch layout).
+  in-RAM tensors (see :meth:`HeadData.batch` for the batch layout). A
+  :class:`~egofeat.heads.jitter.JitteredData` gives each epoch its own draw of native frames.
 * The **loss** is any callable ``loss_fn(outputs, batch) -> scalar tensor``; the default,
   :class:`MultiTaskCrossEntropy`, is the mean over tasks of cross-entropy.
 * The **validation** is any callable ``validation(model, val) -> {metric: value}`` run after
@@ -47,6 +48,7 @@ from egofeat._util.progress import ProgressReporter
 from egofeat.heads.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from egofeat.heads.config import RunConfig, TrainConfig
 from egofeat.heads.data import UNLABELLED, Batch, HeadData
+from egofeat.heads.jitter import JitteredData
 from egofeat.heads.optim import create_optimizer, create_scheduler, scheduled_lr
 from egofeat.heads.predict import (
     LossFn,
@@ -279,7 +281,12 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=device)
         lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
-        for batch in train.batches(config.batch_size, shuffle=True, generator=order, device=device):
+        rows = train
+        if isinstance(train, JitteredData):  # native-frame jitter: this epoch's frames
+            rows = train.epoch(config.seed, state.epoch)
+            if device.type == "cuda" and config.features_on_device:
+                rows = rows.to(device)
+        for batch in rows.batches(config.batch_size, shuffle=True, generator=order, device=device):
             lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
             with autocast(device, config.precision):
                 loss = self.loss_fn(model(batch), batch)

@@ -4,7 +4,8 @@
 direction, source -> target:
 
 1. optionally extract both datasets' visual streams (``[[extract]]`` jobs of a TOML file,
-   oversampled so that training can jitter frames inside bins);
+   oversampled so that training can jitter frames inside bins, or every native frame for
+   ``jitter="native"``, X-MIC's jitter exactly);
 2. write the class-name text streams of both vocabularies (:mod:`.text_streams`): X-MIC reads
    the bare class names (``...-names``), zero-shot CLIP the dataset's prompt (``...-prompts``);
 3. per task (noun, verb): train an X-MIC adapter (the ``xmic`` task, X-MIC's recipe) on all
@@ -117,7 +118,7 @@ def run_xmic(options: XMICRunConfig) -> dict[str, Any]:
     report |= {"selection": _selection_label(options),
                "train_segments": {"source_train": rows["train"] + rows["holdout"],
                                   "trained_on": rows["train"], "held_out_for_selection": rows["holdout"]},
-               "layout": {"bins": run.bins, "frames_per_bin": run.per_bin},
+               "layout": {"bins": run.bins, "frames_per_bin": run.per_bin, "jitter": options.jitter},
                "rows": rows,
                "tasks": {}}
     for task in options.tasks:
@@ -143,8 +144,11 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.streams = list(dict.fromkeys([self.classified, *self.context]))
-        self.bins, self.per_bin = stream_layout(self.store, self.streams, self.options.bins,
-                                                self.options.dense_per_bin)
+        if self.options.jitter == "native":  # every native frame stored; one read per bin
+            self.bins, self.per_bin = self.options.bins, 1
+        else:
+            self.bins, self.per_bin = stream_layout(self.store, self.streams, self.options.bins,
+                                                    self.options.dense_per_bin)
 
     def config(self, head: str, tasks: Sequence[str], streams: Sequence[str], **head_options: Any) -> Any:
         """The run config of one method on ``tasks``, over X-MIC's recipe."""
@@ -153,6 +157,8 @@ class _Run:
                     "head": {"name": head, **head_options},
                     "data": {"streams": list(streams), "dataset": options.source,
                              "train_split": options.train_split, "val_split": None}}
+        if head == "xmic":
+            settings["task"] = {"jitter": options.jitter}
         return load_config(layers=[settings])
 
     def load_data(self) -> dict[str, HeadData | None]:
@@ -160,7 +166,8 @@ class _Run:
         target val set, as X-MIC: then every source train segment trains), target and source
         evaluation."""
         options = self.options
-        task = create_task(self.config("xmic", options.tasks, self.streams), self.store)
+        task = create_task(self.config("xmic", options.tasks, self.streams, classified=self.classified,
+                                       context=self.context, bins=self.bins), self.store)
         layout = {"bins": self.bins, "per_bin": self.per_bin}
 
         def load(dataset: str, split: str) -> HeadData | None:
@@ -300,9 +307,10 @@ def _extract(options: XMICRunConfig, job: Mapping[str, Any]) -> None:
     """One ``[[extract]]`` job: `egofeat extract` with the recipe's crops and sampling."""
     if not (options.encoder or job.get("encoders")):
         raise ValueError("extraction jobs need --encoder (or encoders = [...] in the job)")
+    sampling = ({"sampling": "native"} if options.jitter == "native" else
+                {"sampling": "oversampled", "frames": options.bins, "per_bin": options.per_bin})
     settings: dict[str, Any] = {
-        "store": options.store, "encoders": [options.encoder], "crop": "both",
-        "sampling": "oversampled", "frames": options.bins, "per_bin": options.per_bin,
+        "store": options.store, "encoders": [options.encoder], "crop": "both", **sampling,
         "text": False, "progress": options.progress, **job,
     }
     try:
