@@ -99,7 +99,7 @@ class ExtractConfig(_Settings):
     classes: Path | None = Field(None, description="Class lists: EPIC's folder of EPIC_100_{verb,noun}_classes.csv (default: beside the annotations), an Ego4D taxonomy JSON, Charades_v1_classes.txt, or a folder of verb.txt / noun.txt.")
     allow_pickle: bool = Field(False, description="Allow .pkl annotation files (pickles can run code).")
     mapping: dict[str, str] | None = Field(None, description="generic: JSON canonical->file column map.")
-    window: Literal["action", "xmic", "xmic-original", "eilev"] = Field("action", description="ego4d: time window (xmic: central 4 s of [start, end + 0.9 s]; xmic-original: X-MIC's central 4*(n//8) frames of that decode, ~4.4 s; eilev: 8 s).")
+    window: Literal["action", "xmic", "xmic-original", "eilev"] = Field("action", description="ego4d: time window (xmic: the central 4 s of start..end + 0.9 s; xmic-original: X-MIC's central 4*(n//8) frames of that decode, ~4.4 s; eilev: 8 s).")
     limit: int | None = Field(None, ge=1, description="Only the first N segments (a trial run).")
     executor: Literal["serial", "dask", "torchrun"] = Field("serial", description="serial | dask | torchrun (launch: torchrun --nproc_per_node=N -m egofeat extract ...).")
     dask_workers: int | None = Field(None, ge=1, description="dask: LocalCluster worker processes (default: one per GPU, else half the CPU cores).")
