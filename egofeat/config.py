@@ -36,6 +36,7 @@ from egofeat._util.settings import (
 )
 from egofeat.heads.config import RunConfig, TrainConfig, load_config
 from egofeat.heads.xmic import XMIC_TRAINER
+from egofeat.recipes import Command, get_recipe
 
 __all__ = [
     "CROPS",
@@ -47,6 +48,7 @@ __all__ = [
     "XMICRunConfig",
     "load",
     "load_config",
+    "recipe_layers",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,9 +75,9 @@ class ExtractConfig(_Settings):
     crop: Literal["full", "hand", "both"] = Field("full", description="Crops to extract.")
     boxes: Path | None = Field(None, description="Hand-object pickles folder (EPIC layout) or a parquet of boxes.")
     frames: int = Field(8, ge=1, description="Frames (bins) per segment.")
-    sampling: Literal["uniform", "random", "oversampled", "dense", "clip"] = Field("uniform", description="Frame sampling.")
+    sampling: Literal["uniform", "random", "oversampled", "dense", "native", "clip"] = Field("uniform", description="Frame sampling (native: every frame of the segment at the videos' rate, for X-MIC's native-frame jitter).")
     per_bin: int = Field(3, ge=1, description="oversampled: frames per bin (odd: the middle one is the bin centre).")
-    fps: float | None = Field(None, gt=0, description="dense: frames per second.")
+    fps: float | None = Field(None, gt=0, description="dense: frames per second; native: the videos' frame rate (epic100 default: its JPEG rule, 60 or 50 fps).")
     clip_len: int = Field(4, ge=1, description="clip: frames per clip (LaViLa: 4 or 16).")
     seed: int = Field(0, description="Seed of random sampling.")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
@@ -93,11 +95,11 @@ class ExtractConfig(_Settings):
     text: bool = Field(True, description="Also write class-name and narration text streams.")
     templates: list[str] = Field(["{}"], description="Class-prompt template(s), e.g. 'a photo of a {}'.")
     tag: str = Field("", description="Suffix for stream names (a new configuration -> a new stream).")
-    split: str | None = Field(None, description="Split name (default: from the file name; ego4d: required).")
+    split: str | None = Field(None, description="Split name (default: from the file name; ego4d fho_main.json: required).")
     classes: Path | None = Field(None, description="Class lists: EPIC's folder of EPIC_100_{verb,noun}_classes.csv (default: beside the annotations), an Ego4D taxonomy JSON, Charades_v1_classes.txt, or a folder of verb.txt / noun.txt.")
     allow_pickle: bool = Field(False, description="Allow .pkl annotation files (pickles can run code).")
     mapping: dict[str, str] | None = Field(None, description="generic: JSON canonical->file column map.")
-    window: Literal["action", "xmic", "eilev"] = Field("action", description="ego4d: time window (xmic: central 4 s, eilev: 8 s).")
+    window: Literal["action", "xmic", "xmic-original", "eilev"] = Field("action", description="ego4d: time window (xmic: the central 4 s of start..end + 0.9 s; xmic-original: X-MIC's central 4*(n//8) frames of that decode, ~4.4 s; eilev: 8 s).")
     limit: int | None = Field(None, ge=1, description="Only the first N segments (a trial run).")
     executor: Literal["serial", "dask", "torchrun"] = Field("serial", description="serial | dask | torchrun (launch: torchrun --nproc_per_node=N -m egofeat extract ...).")
     dask_workers: int | None = Field(None, ge=1, description="dask: LocalCluster worker processes (default: one per GPU, else half the CPU cores).")
@@ -122,6 +124,8 @@ class ExtractConfig(_Settings):
             raise ValueError("hand crops need --boxes: a folder of EPIC hand-object pickles or a parquet of boxes")
         if self.sampling == "dense" and not self.fps:
             raise ValueError("--sampling dense needs --fps")
+        if self.sampling == "native" and not self.fps and self.dataset != "epic100":
+            raise ValueError("--sampling native needs --fps, the videos' frame rate (e.g. 30 for Ego4D clips)")
         return self
 
     @property
@@ -143,6 +147,7 @@ class XMICRunConfig(_Settings):
 
     store: StoreLocation = Field(description="The feature store holding both datasets.")
     out: Path = Field(description="Folder for the runs, report.json/.md and plots.")
+    recipe: str | None = Field(None, description="Named recipe under --config/--set (see `egofeat recipes`), recorded in the report.")
     source: str = Field("epic100", description="Dataset trained on (epic100 | ego4d | a store dataset).")
     target: str = Field("ego4d", description="Dataset evaluated on, over its own classes.")
     tasks: list[str] = Field(["noun", "verb"], min_length=1, description="Task(s): noun,verb.")
@@ -154,9 +159,10 @@ class XMICRunConfig(_Settings):
     train_split: str = "train"
     eval_split: str = "val"
     selection: Literal["source-holdout", "target-val"] = Field(
-        "source-holdout", description="source-holdout | target-val (optimistic: selects on the reported split).")
-    holdout: float = Field(0.1, gt=0, lt=1, description="Share of source train videos held out for selection.")
+        "source-holdout", description="source-holdout (egofeat's: select on held-out source train videos) | target-val (X-MIC's: train on all source train, select on the reported split: optimistic).")
+    holdout: float = Field(0.1, gt=0, lt=1, description="source-holdout: share of source train videos held out for selection.")
     bins: int = Field(16, ge=1, description="Temporal bins (extraction --frames).")
+    jitter: Literal["stored", "native"] = Field("stored", description="stored: one of the frames stored per bin (--sampling oversampled streams); native: any native frame of a bin, as X-MIC (--sampling native streams; Ego4D's offset conditioning frames).")
     per_bin: int = Field(3, ge=1, description="Frames per bin for extract jobs (temporal jitter).")
     dense_per_bin: int = Field(3, ge=1, description="Frames per bin read from dense streams.")
     width: int | None = Field(None, ge=1, description="Width of the conditioning transformer.")
@@ -177,6 +183,11 @@ class XMICRunConfig(_Settings):
         if not (self.encoder or self.classified):
             raise ValueError("give --encoder (e.g. clip:ViT-B-16:openai) or --classified STREAM")
         TrainConfig.model_validate({**XMIC_TRAINER, **self.trainer})  # refused here, not later
+        if self.recipe is not None:
+            try:
+                get_recipe(self.recipe, "run xmic")
+            except KeyError as error:
+                raise ValueError(error.args[0]) from None
         return self
 
     def trainer_settings(self) -> dict[str, Any]:
@@ -211,6 +222,25 @@ class ProtocolConfig(_Settings):
     text_stream: str | None = Field(None, description="Zero-shot: the text stream; charades-ego: the class-prompt stream.")
     dual_softmax: bool = Field(False, description="Re-score similarities with EgoVLP's dual softmax.")
     save_similarity: Path | None = Field(None, description="ek100-mir: write the similarity matrix (.npy, with row and column id files).")
+
+
+def recipe_layers(
+    command: Command,
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The settings of the named recipe the user chose, as :func:`load`'s ``layers``: ``recipe``
+    from the command's options (``values``), else a ``recipe=NAME`` override, else the settings
+    file; none when no recipe is named (a ``KeyError`` naming the valid ones for a wrong name)."""
+    name = (values or {}).get("recipe")
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if name is None and sep and key.strip() == "recipe":
+            name = value.strip()
+    if name is None and path is not None:
+        name = read_settings_file(path).get("recipe")
+    return [get_recipe(str(name), command).layer()] if name else []
 
 
 def load(

@@ -47,3 +47,24 @@ def test_broken_file_names_row_and_column(tmp_path, epic_dir):
     result = runner.invoke(app, ["segments", str(bad)])
     assert result.exit_code == 2
     assert "row 2" in result.output and "start_timestamp" in result.output
+
+
+def test_ego4d_lta_file_with_xmic_classes_and_window(shared_data, tmp_path):
+    """An LTA file labelled in X-MIC's Ego4D vocabulary (its split lists), X-MIC's window."""
+    clip = {"clip_uid": "c1", "video_uid": "v1", "action_idx": 0, "clip_parent_start_sec": 0.0,
+            "clip_parent_end_sec": 300.0, "action_clip_start_sec": 10.0, "action_clip_end_sec": 18.0,
+            "verb": "cut_(trim,_slice,_chop)", "noun": "nut_(food)", "verb_label": 0,
+            "noun_label": 0}
+    path = tmp_path / "fho_lta_train.json"
+    path.write_text(json.dumps({"clips": [clip]}))
+    result = runner.invoke(app, ["segments", str(path), "--dataset", "ego4d", "--window",
+                                 "xmic-original", "--classes", str(shared_data / "xmic_splits"),
+                                 "--json", "--out", str(tmp_path / "t.parquet")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["splits"] == {"train": 1} and summary["vocabularies"]["noun"]["classes"] == 521
+    row = pl.read_parquet(tmp_path / "t.parquet").row(0, named=True)
+    assert (row["start_sec"] * 30, row["end_sec"] * 30) == (367, 499)
+    assert row["noun_class"] is not None and row["verb_class"] is not None
+    bad = runner.invoke(app, ["segments", str(path), "--dataset", "ego4d", "--window", "middle"])
+    assert bad.exit_code == 2 and "--window" in bad.output

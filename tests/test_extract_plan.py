@@ -55,6 +55,34 @@ def test_dense_samples_the_video_wide_grid():
     assert sampler.times(10.0, 70.0).size == 120
 
 
+def test_native_takes_every_frame_of_the_segment_on_the_video_grid(epic_dir):
+    """EPIC: the JPEGs start_frame .. stop_frame - 1 of the annotations (X-MIC's features);
+    Ego4D: the clip frames of X-MIC's window."""
+    import polars as pl
+
+    from egofeat.sources import load_epic100
+
+    rows = load_epic100(epic_dir / "EPIC_100_validation.csv").head(300)
+    rows = rows.filter(pl.col("start_frame") > 1)  # (EPIC numbers time 0 as JPEG 1, like 1/fps)
+    sampler = FrameSampler.native()
+    for row in rows.iter_rows(named=True):
+        rate = epic_jpeg_fps(row["video_id"])
+        frames = jpeg_frame_number(sampler.times(row["start_sec"], row["end_sec"], rate=rate), rate)
+        expected = np.arange(row["start_frame"], max(row["stop_frame"], row["start_frame"] + 1))
+        np.testing.assert_array_equal(frames, expected)
+    assert rows.height > 250
+    window = FrameSampler.native(30.0).times(367 / 30, 499 / 30)  # X-MIC's window of a clip action
+    np.testing.assert_array_equal(jpeg_frame_number(window, 30.0), np.arange(367, 499))
+    assert FrameSampler.native(30.0).times(1.0, 1.0).size == 1  # at least the frame shown at start
+    with pytest.raises(ValueError, match="frame rate"):
+        FrameSampler.native().times(0.0, 1.0, "s1")
+    # per video, from the plan's rates: EPIC-55 at 60 fps, the extension at 50
+    plan = plan_videos(_segments(("a", "P01_01", 1.0, 2.0), ("b", "P01_101", 1.0, 2.0)),
+                       FrameSampler.native(), fps=epic_jpeg_fps)
+    assert [v.segment_indices[0].size for v in plan] == [60, 50]
+    assert FrameSampler.native().to_dict() == {"kind": "native", "fps": None}
+
+
 def test_dense_short_segment_gets_the_cell_of_its_midpoint():
     np.testing.assert_allclose(FrameSampler.dense(fps=2.0).times(1.1, 1.2), [1.25])
 

@@ -123,7 +123,7 @@ def test_to_dict_round_trips(toml_file):
         (["trainer.epochs=2.5"], "trainer.epochs: expected an integer, got '2.5'"),
         (["trainer.progress=maybe"], "expected true or false"),
         (["trainer.betas=0.9"], r"trainer.betas: expected 2 values or more, got \['0.9'\]"),
-        (["trainer.precision=fp8"], "trainer.precision: expected one of 'auto', 'fp32' or 'bf16'"),
+        (["trainer.precision=fp8"], "trainer.precision: expected one of 'auto', 'fp32', 'bf16' or 'fp16'"),
         (["trainer.epochs=none"], "a value is required|expected an integer"),
         (["head.name=resnet"], "unknown head 'resnet'"),
         (["trainer.lr=-1"], "trainer.lr: must be greater than 0"),

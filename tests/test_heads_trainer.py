@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -313,6 +315,64 @@ def test_per_epoch_warmup_then_constant_as_xmic():
     assert lrs[1] == lrs[0] == pytest.approx(1e-7)  # the rate changes between epochs only
     assert per_epoch[1:5] == pytest.approx([0.2, 0.4, 0.6, 0.8], rel=1e-5)
     assert per_epoch[5:] == [1.0] * 10
+    # Dassl's warm-up (X-MIC's): warmup_lr first, then lr * epoch / warmup, exactly
+    dassl = _lrs(30, per_epoch=2, epochs=15, warmup_epochs=5, warmup_lr=1e-7, schedule="constant",
+                 step_on_epochs=True, warmup_rule="dassl")[::2]
+    assert dassl[:6] == pytest.approx([1e-7, 0.2, 0.4, 0.6, 0.8, 1.0], rel=1e-12, abs=0)
+    assert dassl[5:] == [1.0] * 10
+    per_step = _lrs(6, per_epoch=1, epochs=6, warmup_epochs=4, warmup_lr=0.05, schedule="cosine",
+                    warmup_rule="dassl", min_lr_ratio=0.0)
+    assert per_step[:5] == pytest.approx([0.05, 0.25, 0.5, 0.75, 1.0]) and per_step[5] < 1.0
+
+
+def test_xmic_schedule_is_what_the_trainer_runs():
+    """The per-epoch rates a fit logs with X-MIC's recipe: 1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4."""
+    from egofeat.heads.xmic import XMIC_TRAINER
+
+    train = separable(64)
+    settings = TrainConfig(**{**XMIC_TRAINER, "epochs": 7, "batch_size": 16, "progress": False})
+    history = Trainer(settings).fit(head("mlp", train), train).history
+    assert [r["lr"] for r in history] == pytest.approx([1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 5e-4],
+                                                      rel=1e-12, abs=0)
+
+
+def test_fp16_is_mixed_precision_with_a_scaler_on_cuda_and_auto_elsewhere():
+    from egofeat.heads.predict import autocast, grad_scaler, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("fp16", cuda) == "fp16"
+    assert resolve_precision("fp16", cpu) == resolve_precision("auto", cpu)
+    assert not grad_scaler(cpu, "fp16").is_enabled() and not grad_scaler(cpu, "bf16").is_enabled()
+    with warnings.catch_warnings():  # without a GPU torch warns that it disables the context
+        warnings.simplefilter("ignore")
+        assert autocast(cuda, "fp16").fast_dtype == torch.float16
+
+
+def test_fp16_training_scales_the_loss_and_resumes_exactly(tmp_path, monkeypatch):
+    """The fp16 path (autocast + GradScaler), run on the CPU by resolving fp16 as on CUDA."""
+    predict_module = importlib.import_module("egofeat.heads.predict")
+    real = predict_module.resolve_precision
+    monkeypatch.setattr(predict_module, "resolve_precision",
+                        lambda precision, device: "fp16" if precision == "fp16" else real(precision, device))
+    train, val = separable(128, seed=0), separable(64, seed=1)
+    settings = config(precision="fp16", epochs=4, patience=None)
+    whole = Trainer(settings, run_dir=tmp_path / "whole").fit(head("mlp", train), train, val)
+    assert whole.history[-1]["val_verb_top1"] > 90
+    state = load_checkpoint(tmp_path / "whole" / "last.pt").trainer_state
+    assert state["scaler"]["scale"] > 1  # the loss was scaled
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record):
+        if record["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(settings, run_dir=tmp_path / "cut", callbacks=[crash_after_two]).fit(
+            head("mlp", train), train, val)
+    resumed = Trainer(settings, run_dir=tmp_path / "cut").fit(head("mlp", train), train, val,
+                                                              resume=True)
+    assert without_time(resumed.history) == without_time(whole.history)
 
 
 def test_weight_decay_skips_biases_and_norms_unless_all():

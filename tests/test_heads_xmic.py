@@ -270,8 +270,9 @@ def test_optimizer_recipe():
     assert group["betas"] == XMIC_BETAS and group["weight_decay"] == XMIC_WEIGHT_DECAY
     assert len(group["params"]) == len([p for p in head.parameters() if p.requires_grad])
     seen = [scheduled_lr(scheduler, config, step=epoch, epoch=epoch) for epoch in range(15)]
-    assert seen[:6] == pytest.approx([1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4], rel=1e-3)
-    assert seen[14] == pytest.approx(5e-4)
+    # exactly Dassl's LinearWarmupScheduler: min_lr at epoch 0, then lr * epoch / 5
+    assert seen[:6] == pytest.approx([1e-7, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4], rel=1e-12, abs=0)
+    assert seen[5:] == [5e-4] * 10
 
 
 def test_zero_shot_logits_by_hand():
@@ -280,6 +281,9 @@ def test_zero_shot_logits_by_hand():
     expected = torch.tensor([[1.0, 0.0], [math.sqrt(0.5), math.sqrt(0.5)]]) * 100
     assert torch.allclose(zero_shot_logits(video, text), expected)
     assert torch.allclose(zero_shot_logits(video, text, logit_scale=1.0), expected / 100)
+    # frames are normalized before the mean (X-MIC's zero-shot): a long frame does not dominate
+    uneven = torch.tensor([[[3.0, 0.0], [0.0, 1.0]]])
+    assert torch.allclose(zero_shot_logits(uneven, text), torch.tensor([[1.0, 1.0]]) * 100 * math.sqrt(0.5))
 
 
 def make_domain(text, classes, nuisance_dirs, n, strength, frames, generator):

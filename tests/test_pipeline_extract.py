@@ -553,6 +553,23 @@ def test_dense_rows_hold_a_variable_number_of_frames(two_videos):
     ]
 
 
+def test_native_rows_hold_every_frame_of_the_segment(two_videos):
+    root, annotations, segments = two_videos
+    options = dict(annotations=[annotations], videos=root, store=root / "store", sampling="native",
+                   fps=FPS, workers=0, progress=False, text=False)
+    assert not execute(ExtractConfig(**options)).failed
+    stream = FeatureStore.open(root / "store").stream("tiny/full")
+    assert stream.info.frames_per_row is None
+    assert stream.info.provenance["sampling"] == {"kind": "native", "fps": FPS}
+    rows = stream.manifest().collect()
+    expected = {sid: max(int(e * FPS), int(s * FPS) + 1) - int(s * FPS) for sid, _, s, e in segments}
+    assert dict(zip(rows["segment_id"], rows["n_frames"], strict=True)) == expected
+    for times in rows["frame_times"]:  # consecutive frames of the 15 fps video, none repeated
+        np.testing.assert_allclose(np.diff(times), 1 / FPS, rtol=1e-6)
+    with pytest.raises(ValueError, match="native needs --fps"):
+        ExtractConfig(**{**options, "fps": None, "dataset": "generic"})
+
+
 # ---- text streams and the demo -------------------------------------------------------------------
 
 

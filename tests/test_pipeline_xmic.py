@@ -70,7 +70,7 @@ def test_class_texts_follow_xmic_forms():
     ego = ["adjust_(regulate,_increase/reduce,_change)", "nut_(food)", "nut_(tool)", "pot",
            "pot_(planter)", "carry"]
     assert class_texts("ego4d", ego) == [
-        "adjust", "nut (food)", "nut (tool)", "pot", "pot (planter)", "carry"]
+        "adjust", "nut", "nut tool", "pot", "planter", "carry"]
     assert class_texts("kitchen-a", ["cutting_board"]) == ["cutting board"]
 
 
@@ -241,7 +241,10 @@ def test_the_xmic_task_starts_from_the_xmic_recipe(tmp_path):
 def test_xmic_beats_zero_shot_on_novel_classes_end_to_end(domains, tmp_path):
     report = run_xmic(fast_options(domains["store"], tmp_path))
     assert report["rows"] == {"train": 696, "holdout": 72, "target_eval": 192, "source_eval": 96}
-    assert "held-out 10% of the kitchen-a train videos" in report["selection"]
+    assert "egofeat's protocol: best epoch on a held-out 10% of the kitchen-a train videos" in (
+        report["selection"])
+    assert report["train_segments"] == {"source_train": 768, "trained_on": 696,
+                                        "held_out_for_selection": 72}
     for task, classes in (("noun", 4), ("verb", 3)):
         result = report["tasks"][task]
         assert result["splits"] == {"exact": {"shared": classes, "novel": classes}}
@@ -268,7 +271,12 @@ def test_xmic_beats_zero_shot_on_novel_classes_end_to_end(domains, tmp_path):
 def test_selection_on_the_target_val_set_is_labelled_and_used(domains, tmp_path):
     report = run_xmic(fast_options(domains["store"], tmp_path, tasks=["noun"], epochs=3,
                                    selection="target-val", linear_probe=False))
-    assert "optimistic" in report["selection"]
+    assert "optimistic" in report["selection"] and "X-MIC's protocol" in report["selection"]
+    # X-MIC trains on 100% of the source train set: nothing is held out
+    assert report["train_segments"] == {"source_train": 768, "trained_on": 768,
+                                        "held_out_for_selection": 0}
+    assert report["rows"]["holdout"] == 0
+    assert "Trained on 768 of the 768 kitchen-a train segments" in (tmp_path / "report.md").read_text()
     history = [json.loads(line) for line in (tmp_path / "xmic-noun" / "metrics.jsonl").open()]
     best = max(record["val_noun_top1"] for record in history)  # scored on kitchen-b's classes
     cross = report["tasks"]["noun"]["methods"]["xmic"]["cross"]["exact"]["all_accuracy"]
@@ -287,8 +295,9 @@ def test_bad_runs_are_refused(domains, tmp_path):
 # ---- command line -----------------------------------------------------------------------------
 
 
-def test_cli_text_streams_then_train_head_xmic_then_eval(domains, tmp_path):
-    store = domains["store"]
+@pytest.mark.parametrize("jitter", ["stored", "native"])
+def test_cli_text_streams_then_train_head_xmic_then_eval(jitter, request, tmp_path):
+    store = request.getfixturevalue("domains" if jitter == "stored" else "native_domains")["store"]
     result = runner.invoke(app, ["run", "xmic", "--store", store, "--out", str(tmp_path / "x"),
                                  "--source", SOURCE, "--target", TARGET, "--encoder", "tiny",
                                  "--text-only", "--json"])
@@ -296,8 +305,8 @@ def test_cli_text_streams_then_train_head_xmic_then_eval(domains, tmp_path):
     assert json.loads(result.stdout)["text_streams"][f"{SOURCE}/noun-names"] == (
         f"tiny/text/{SOURCE}/noun-names")
     args = ["train", "--store", store, "--stream", "tiny/hand,tiny/full", "--head", "xmic",
-            "--task", "noun", "--set", f"data.dataset={SOURCE}", "--epochs", "2", "--device", "cpu",
-            "--out", str(tmp_path / "run"), "--json"]
+            "--task", "noun", "--set", f"data.dataset={SOURCE}", "--set", f"task.jitter={jitter}",
+            "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "run"), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -342,8 +351,32 @@ def test_run_chains_extraction_jobs_from_videos(tmp_path):
         "1", "--task", "noun", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["layout"] == {"bins": 4, "frames_per_bin": 2}
+    assert report["layout"] == {"bins": 4, "frames_per_bin": 2, "jitter": "stored"}
     assert FeatureStore.open(store).stream("tiny/hand").info.frames_per_row == 8
     assert report["rows"]["target_eval"] == 12
     assert report["tasks"]["noun"]["splits"] == {"exact": {"shared": 5, "novel": 1}}
     assert report["text_streams"]["kitchen-b/noun-names"] == "tiny/text/kitchen-b/noun-names"
+
+
+# ---- native-frame jitter ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def native_domains(tmp_path_factory):
+    """The two domains with every "native" frame stored: 6 to 40 frames a segment."""
+    return write_synthetic_domains(tmp_path_factory.mktemp("native") / "store", native_frames=(6, 40))
+
+
+def test_native_frame_jitter_end_to_end(native_domains, domains, tmp_path):
+    report = run_xmic(fast_options(native_domains["store"], tmp_path, jitter="native", bins=4))
+    assert report["layout"] == {"bins": 4, "frames_per_bin": 1, "jitter": "native"}
+    for task in ("noun", "verb"):  # the adapter learns the source from jittered native frames
+        within = {m: s["within"]["accuracy"] for m, s in report["tasks"][task]["methods"].items()}
+        assert within["xmic"] > 90 and within["xmic"] > within["zero_shot"] + 5
+        assert report["tasks"][task]["methods"]["xmic"]["cross"]["exact"]["all_accuracy"] > 60
+    spec = torch.load(tmp_path / "xmic-noun" / "best.pt", weights_only=False)["head"]
+    assert spec["kwargs"]["context"] == ["tiny/hand@context", "tiny/full@context"]
+    # oversampled streams are not native: refused with what to extract
+    with pytest.raises(ValueError, match="--sampling native"):
+        run_xmic(fast_options(domains["store"], tmp_path / "x", jitter="native", epochs=1))
+

@@ -1,4 +1,4 @@
-"""Ego4D FHO ``fho_main.json``: action filter, labels, windows, ids and errors."""
+"""Ego4D FHO ``fho_main.json`` and the LTA files: action filter, labels, windows, ids and errors."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import pytest
 from egofeat.sources import (
     EILEV_WINDOW,
     SEGMENT_COLUMNS,
+    XMIC_ORIGINAL_WINDOW,
     XMIC_WINDOW,
+    CentralFrames,
     SegmentTableError,
     Vocabulary,
     Window,
+    load_ego4d,
     load_ego4d_fho,
+    load_ego4d_lta,
 )
 
 VERBS = Vocabulary.from_names(["cut_(chop,_slice)", "take_(pick,_grab,_get)"])
@@ -261,3 +265,109 @@ def test_empty_file_gives_empty_table(tmp_path: Path):
     df = load_ego4d_fho(_write(tmp_path, []), split="train")
     assert df.height == 0
     assert df.columns[: len(SEGMENT_COLUMNS)] == list(SEGMENT_COLUMNS)
+
+
+# ---- the LTA files (fho_lta_{train,val}.json, X-MIC's *_w_narrations variant) ----------------
+
+
+def _lta_action(clip_uid: str, action_idx: int, start: float, end: float, *,
+                verb: str | None = "take_(pick,_grab,_get)", noun: str | None = "knife",
+                **extra) -> dict:
+    """One entry of an LTA file's ``clips``, with the fields of the released files."""
+    parent = 600.0  # the 5-minute clip starts 10 minutes into its video
+    entry = {
+        "clip_uid": clip_uid, "video_uid": f"video-{clip_uid}", "clip_id": 7,
+        "action_idx": action_idx,
+        "clip_parent_start_sec": parent, "clip_parent_end_sec": parent + 300.0,
+        "clip_parent_start_frame": int(parent * 30), "clip_parent_end_frame": int((parent + 300) * 30),
+        "interval_start_sec": start, "interval_end_sec": end,
+        "interval_start_frame": int(start * 30), "interval_end_frame": int(end * 30),
+        "action_clip_start_sec": start, "action_clip_end_sec": end,
+        "action_clip_start_frame": int(start * 30), "action_clip_end_frame": int(end * 30),
+    }
+    if verb is not None:
+        entry |= {"verb": verb, "verb_label": 89, "noun": noun, "noun_label": 250}
+    return entry | extra
+
+
+def _write_lta(path: Path, clips: list[dict], **header) -> Path:
+    path.write_text(json.dumps({"version": "2", "date": "220101", "description": "LTA", **header,
+                                "clips": clips}))
+    return path
+
+
+@pytest.fixture
+def lta(tmp_path: Path) -> Path:
+    return _write_lta(tmp_path / "fho_lta_val_w_narrations.json", [
+        _lta_action("clip-1", 0, 10.0, 18.0, narration_text="#C C takes the knife"),
+        _lta_action("clip-1", 1, 18.0, 26.0, verb="cut_(chop,_slice)", noun="bag_(bag,_grocery)",
+                    narration_text=""),
+        _lta_action("clip-2", 0, 295.0, 299.5, noun="[other]"),
+    ])
+
+
+def test_lta_segments_are_clip_actions(lta: Path):
+    df = load_ego4d_lta(lta, verb_vocab=VERBS, noun_vocab=NOUNS)
+    assert df.columns[: len(SEGMENT_COLUMNS)] == list(SEGMENT_COLUMNS)
+    assert df["segment_id"].to_list() == ["clip-1_0", "clip-1_1", "clip-2_0"]
+    assert df["video_id"].to_list() == ["clip-1", "clip-1", "clip-2"]  # X-MIC decodes clips
+    assert df.select("start_sec", "end_sec").row(1) == (18.0, 26.0)
+    assert set(df["split"]) == {"val"} and set(df["dataset"]) == {"ego4d"}  # from the file name
+    assert df["verb_class"].to_list() == [1, 0, 1]
+    assert df["noun_class"].to_list() == [1, 0, None]  # "[other]" is no noun
+    assert df["noun"].to_list()[2] is None and df["all_noun_classes"].to_list()[0] == [1]
+    assert df["narration"].to_list() == ["#C C takes the knife", None, None]
+    assert df["video_uid"].to_list()[0] == "video-clip-1" and df["action_idx"].to_list() == [0, 1, 0]
+    # on the full video's timeline instead: video_uid, times shifted by the clip's start
+    video = load_ego4d_lta(lta, timeline="video")
+    assert video["video_id"].to_list()[0] == "video-clip-1"
+    assert video.select("start_sec", "end_sec").row(0) == (610.0, 618.0)
+    # the split: given, else the file's own field, else its name
+    assert set(load_ego4d_lta(lta, split="test")["split"]) == {"test"}
+    named = _write_lta(lta.parent / "anything.json", [_lta_action("c", 0, 1.0, 2.0)], split="train")
+    assert set(load_ego4d(named)["split"]) == {"train"}
+    unnamed = _write_lta(lta.parent / "anything-else.json", [_lta_action("c", 0, 1.0, 2.0)])
+    with pytest.raises(SegmentTableError, match="names no split"):
+        load_ego4d_lta(unnamed)
+    unlabelled = _write_lta(lta.parent / "fho_lta_test_unannotated.json",
+                            [_lta_action("c", 0, 1.0, 2.0, verb=None)])
+    table = load_ego4d(unlabelled)
+    assert table["verb"].null_count() == 1 and set(table["split"]) == {"test_unannotated"}
+
+
+def test_xmic_original_window_is_the_central_frames_of_its_decode(lta: Path):
+    # X-MIC decodes [10, 18.9) s at 30 fps: 267 frames, taken as 8 s of 33 frames each; it keeps
+    # frames [133 - 2*33, 133 + 2*33) = [67, 199) of the decode, i.e. clip frames 367..498.
+    assert XMIC_ORIGINAL_WINDOW.frames(10.0, 18.0, 300.0) == (367, 499)
+    df = load_ego4d_lta(lta, window="xmic-original")
+    start, end = df.select("start_sec", "end_sec").row(0)
+    assert (start, end) == pytest.approx((367 / 30, 499 / 30))
+    assert (int(start * 30), int(end * 30)) == (367, 499)  # exactly on the frame boundaries
+    assert end - start == pytest.approx(4.4)
+    assert df.select("action_start_sec", "action_end_sec").row(0) == (10.0, 18.0)
+    # near the clip's end the decode stops at 300 s: 150 frames, [75 - 36, 75 + 36)
+    assert XMIC_ORIGINAL_WINDOW.frames(295.0, 299.5, 300.0) == (8850 + 39, 8850 + 111)
+    assert df.select("end_sec").row(2)[0] == pytest.approx((8850 + 111) / 30)
+    # egofeat's reading keeps exactly 4 s; both are choices of load_ego4d
+    assert load_ego4d(lta, window="xmic").select("start_sec", "end_sec").row(0) == pytest.approx(
+        (12.45, 16.45))
+    # a decode of fewer than 8 frames (no frame per "second"): its middle frame
+    assert CentralFrames(fps=10.0, end_pad=0.0).frames(0.0, 0.5, None) == (2, 3)
+    with pytest.raises(ValueError, match="window must be one of"):
+        load_ego4d_lta(lta, window="middle")
+
+
+def test_load_ego4d_reads_either_format(lta: Path, fho: Path):
+    assert load_ego4d(lta).equals(load_ego4d_lta(lta))
+    assert load_ego4d(fho, split="train").equals(load_ego4d_fho(fho, split="train"))
+    with pytest.raises(SegmentTableError, match="--split"):
+        load_ego4d(fho)
+    bad = lta.parent / "fho_lta_train.json"
+    bad.write_text(json.dumps({"annotations": []}))
+    with pytest.raises(SegmentTableError, match="'clips' .* or 'videos'"):
+        load_ego4d(bad)
+    missing = _lta_action("clip-9", 0, 1.0, 2.0)
+    del missing["clip_uid"]
+    with pytest.raises(SegmentTableError) as caught:
+        load_ego4d_lta(_write_lta(bad, [missing]))
+    assert caught.value.column == "clip_uid" and "clips[0]" in str(caught.value)

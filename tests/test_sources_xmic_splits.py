@@ -9,6 +9,7 @@ import pytest
 from egofeat.sources import (
     SegmentTableError,
     Vocabulary,
+    class_texts,
     ego4d_vocabulary,
     epic_readable_name,
     load_epic_vocabularies,
@@ -102,6 +103,34 @@ def test_ego4d_vocabulary_is_sorted_and_stable(splits_dir):
     # the 163 exact-shared Ego4D nouns have 163 distinct base names, one per EPIC noun
     ego_shared = load_xmic_split(splits_dir, "ego4d", "noun").shared_names
     assert len({name.split("(")[0].rstrip("_") for name in ego_shared}) == 163
+
+
+#: the texts X-MIC gives the 8 Ego4D nouns it renames (Annusha/xmic datasets/ego4d_helper.py,
+#: _fix_classes, then split("(")[0] and underscores -> spaces in trainers/xmic.py)
+XMIC_RENAMED_NOUNS = {
+    "nut_(food)": "nut",
+    "nut_(tool)": "nut tool",
+    "chip_(food)": "chip",
+    "chip_(wood'_metal),": "chip wood",
+    "chip_(wood,_metal)": "chip metal",
+    "bat_(tool)": "bat tool",
+    "bat_(sports)": "bat sports",
+    "pot_(planter)": "planter",
+}
+
+
+def test_ego4d_class_texts_are_xmics(splits_dir):
+    for task in ("noun", "verb"):
+        labels = ego4d_vocabulary(splits_dir, task).names
+        texts = dict(zip(labels, class_texts("ego4d", labels), strict=True))
+        renamed = {label: text for label, text in texts.items() if label in XMIC_RENAMED_NOUNS}
+        assert renamed == (XMIC_RENAMED_NOUNS if task == "noun" else {})
+        for label, text in texts.items():  # every other label: its bare name
+            if label not in XMIC_RENAMED_NOUNS:
+                assert text == label.split("(")[0].replace("_", " ").strip(), label
+        assert len(set(texts.values())) == len(texts)  # no two classes read the same
+    assert class_texts("ego4d", ["pot", "potato", "batter_(batter,_mixture)", "adjust_(a,_b)"]) == [
+        "pot", "potato", "batter", "adjust"]
 
 
 def test_epic_needs_a_vocabulary(splits_dir):

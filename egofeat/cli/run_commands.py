@@ -16,7 +16,7 @@ from egofeat.cli._options import (
     model_options,
     user_errors,
 )
-from egofeat.config import XMICRunConfig, load
+from egofeat.config import XMICRunConfig, load, recipe_layers
 from egofeat.pipelines import console as out
 
 RENAMES = {"selection": "--select", "tasks": "--task"}
@@ -34,7 +34,10 @@ def run_xmic(
     json_output: JsonOption = False,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """X-MIC cross-dataset run, one direction: text streams, train on source, score on target."""
+    """X-MIC cross-dataset run, one direction: text streams, train on source, score on target.
+
+    --recipe NAME starts from a named recipe (`egofeat recipes`), e.g. xmic-cvpr24 (the paper's
+    protocol); --config and --set override it."""
     from egofeat.pipelines.xmic import load_extract_jobs
     from egofeat.pipelines.xmic import run_xmic as run
 
@@ -43,6 +46,8 @@ def run_xmic(
         settings["extract"] = load_extract_jobs(extract_jobs)
     if epochs is not None:
         settings["trainer.epochs"] = epochs
-    options = load(XMICRunConfig, config, set_ or [], settings, flags=model_flags(XMICRunConfig, RENAMES))
+    layers = recipe_layers("run xmic", config, set_ or [], settings)
+    options = load(XMICRunConfig, config, set_ or [], settings, flags=model_flags(XMICRunConfig, RENAMES),
+                   layers=layers)
     report = run(options)
     out.print_json(report) if json_output else out.print_xmic_report(report)

@@ -17,14 +17,14 @@ StorePath = Annotated[str, typer.Argument(help="The feature store (a folder or f
 @app.command()
 @user_errors
 def segments(
-    file: Annotated[Path, typer.Argument(help="Annotation file (EPIC CSV/PKL, fho_main.json, CSV/parquet).")],
+    file: Annotated[Path, typer.Argument(help="Annotation file (EPIC CSV/PKL, Ego4D fho_lta_*.json or fho_main.json, CSV/parquet).")],
     dataset: Annotated[str, typer.Option(help="epic100 | ego4d | generic.")] = "epic100",
     split: Annotated[str | None, typer.Option(help="Split name (default: from the file name).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the table to parquet.")] = None,
     store: Annotated[Path | None, typer.Option(help="Also add the segments to this store.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl files (pickles can run code).")] = False,
     mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
-    window: Annotated[str, typer.Option(help="ego4d: action | xmic | eilev time window.")] = "action",
+    window: Annotated[str, typer.Option(help="ego4d: action | xmic | xmic-original | eilev time window.")] = "action",
     classes: Annotated[Path | None, typer.Option(help="Class lists (EPIC: the folder of EPIC_100_*_classes.csv, default beside FILE; Ego4D: a taxonomy JSON).")] = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -29,7 +29,7 @@ __all__ = [
     "plan_videos",
 ]
 
-SamplerKind = Literal["uniform", "random", "dense", "oversampled", "clip"]
+SamplerKind = Literal["uniform", "random", "dense", "native", "oversampled", "clip"]
 FrameRate = float | Mapping[str, float] | Callable[[str], float]
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ class FrameSampler:
     - ``dense``: every ``1 / fps`` seconds on the video-wide grid ``(k + 0.5) / fps`` inside
       ``[start, end)``, so overlapping segments share frames; a segment shorter than one step
       gets the grid time of the cell holding its midpoint. Shape ``(n,)``, ``n`` varies.
+    - ``native``: every frame of the video's own frame grid (rate ``fps``, or the rate the plan
+      gives each video) that shows a time in ``[start, end)``: frames ``floor(start * rate)`` to
+      ``floor(end * rate) - 1``, at their centres ``(k + 0.5) / rate`` (EPIC: exactly the JPEGs
+      ``start_frame .. stop_frame - 1``, as X-MIC extracts them, but for a segment starting in
+      a video's first frame, whose frame 0 EPIC's numbering also calls JPEG 1); at least the
+      frame showing ``start``. Shape ``(n,)``, ``n`` varies: what native-frame temporal jitter reads.
     - ``oversampled``: each bin split into ``per_bin`` sub-bins, their centres. Shape
       ``(T, per_bin)``. A trainer picks one column per bin at random each epoch (X-MIC style
       temporal jitter) and :attr:`center_index` at evaluation: with an odd ``per_bin`` that
@@ -65,12 +71,14 @@ class FrameSampler:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("uniform", "random", "dense", "oversampled", "clip"):
+        if self.kind not in ("uniform", "random", "dense", "native", "oversampled", "clip"):
             raise ValueError(
-                f"unknown sampler kind {self.kind!r}; expected uniform, random, dense, "
+                f"unknown sampler kind {self.kind!r}; expected uniform, random, dense, native, "
                 "oversampled or clip"
             )
-        if self.kind != "dense" and self.num_frames < 1:
+        if self.kind == "native" and self.fps is not None and not self.fps > 0:
+            raise ValueError(f"native sampler needs a positive frame rate, got {self.fps}")
+        if self.kind not in ("dense", "native") and self.num_frames < 1:
             raise ValueError(f"{self.kind} sampler needs num_frames >= 1, got {self.num_frames}")
         if self.kind == "dense" and not (self.fps and self.fps > 0):
             raise ValueError(f"dense sampler needs a positive fps, got {self.fps}")
@@ -97,6 +105,12 @@ class FrameSampler:
     def dense(cls, fps: float) -> FrameSampler:
         """Every ``1 / fps`` seconds on the video's global time grid."""
         return cls("dense", num_frames=0, fps=fps)
+
+    @classmethod
+    def native(cls, fps: float | None = None) -> FrameSampler:
+        """Every frame of ``[start, end)`` at the videos' own rate (``fps``, or per video from
+        :func:`plan_videos`'s ``fps``)."""
+        return cls("native", num_frames=0, fps=fps)
 
     @classmethod
     def oversampled(cls, num_frames: int = 8, per_bin: int = 5) -> FrameSampler:
@@ -134,16 +148,19 @@ class FrameSampler:
             "uniform": ("num_frames",),
             "random": ("num_frames", "seed"),
             "dense": ("fps",),
+            "native": ("fps",),
             "oversampled": ("num_frames", "per_bin"),
             "clip": ("num_frames", "clip_len", "clip_stride", "stride_unit", "fps"),
         }[self.kind]
         values = asdict(self)
         return {"kind": self.kind} | {name: values[name] for name in relevant}
 
-    def times(self, start_sec: float, end_sec: float, segment_id: str = "") -> np.ndarray:
+    def times(self, start_sec: float, end_sec: float, segment_id: str = "",
+              rate: float | None = None) -> np.ndarray:
         """Frame times (seconds, float64) for the segment ``[start_sec, end_sec]``.
 
-        ``segment_id`` seeds the ``random`` kind and is ignored by the others.
+        ``segment_id`` seeds the ``random`` kind and is ignored by the others; ``rate`` is the
+        video's frame rate, which the ``native`` kind needs (its own ``fps`` when set wins).
         """
         if not (math.isfinite(start_sec) and math.isfinite(end_sec)) or end_sec < start_sec:
             raise ValueError(
@@ -152,6 +169,8 @@ class FrameSampler:
             )
         if self.kind == "dense":
             return self._dense(start_sec, end_sec)
+        if self.kind == "native":
+            return self._native(start_sec, end_sec, self.fps or rate, segment_id)
         width = (end_sec - start_sec) / self.num_frames
         bin_starts = start_sec + width * np.arange(self.num_frames)
         if self.kind == "uniform":
@@ -173,6 +192,16 @@ class FrameSampler:
         if last < first:
             first = last = math.floor((start_sec + end_sec) / 2 * self.fps)
         return (np.arange(first, last + 1, dtype=np.float64) + 0.5) / self.fps
+
+    @staticmethod
+    def _native(start_sec: float, end_sec: float, rate: float | None, segment_id: str) -> np.ndarray:
+        if not rate:
+            raise ValueError(f"segment {segment_id!r}: native sampling needs the video's frame "
+                             "rate (--fps, or a per-video rate)")
+        # float64 floors, as EPIC's start_frame / stop_frame are computed from the timestamps
+        first = math.floor(start_sec * rate)
+        stop = max(math.floor(end_sec * rate), first + 1)
+        return (np.arange(first, stop, dtype=np.float64) + 0.5) / rate
 
     def _clips(
         self, start_sec: float, end_sec: float, centres: np.ndarray, bin_width: float
@@ -275,8 +304,9 @@ def plan_videos(
             ``video_id -> fps`` or a function of the video id (e.g. :func:`egofeat.sources.epic_jpeg_fps`
             for EPIC JPEG folders). When given, each time is snapped to the centre of the
             frame that shows it (``(floor(t * fps) + 0.5) / fps``), so times falling in the
-            same frame are one frame. Without it, times are merged when they round to the same
-            multiple of ``tolerance_sec``.
+            same frame are one frame (and ``native`` samplers take each video's frames on
+            that grid). Without it, times are merged when they round to the same multiple of
+            ``tolerance_sec``.
         tolerance_sec: the merge quantum without ``fps``.
 
     Returns:
@@ -355,7 +385,7 @@ def _plan_video(
     tolerance_sec: float,
 ) -> VideoPlan:
     per_segment = [
-        sampler.times(start, end, segment_id)
+        sampler.times(start, end, segment_id, rate=rate)
         for segment_id, start, end in group.select("segment_id", "start_sec", "end_sec").iter_rows()
     ]
     flat = np.concatenate([times.ravel() for times in per_segment])

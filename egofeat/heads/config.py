@@ -64,16 +64,20 @@ class _Settings(BaseModel):
 class TrainConfig(_Settings):
     """How the trainer runs (see :class:`egofeat.heads.trainer.Trainer`).
 
-    The learning rate warms up linearly from ``warmup_lr`` over ``warmup_epochs``, then follows
-    ``schedule``: ``cosine`` down to ``lr * min_lr_ratio``, ``linear`` decay to it, or
-    ``constant``; it is updated every optimizer step, or once per epoch with
-    ``step_on_epochs`` (timm's schedulers). Weight decay skips biases and norm scales unless
+    The learning rate warms up linearly over ``warmup_epochs``, then follows ``schedule``:
+    ``cosine`` down to ``lr * min_lr_ratio``, ``linear`` decay to it, or ``constant``; it is
+    updated every optimizer step, or once per epoch with ``step_on_epochs`` (timm's
+    schedulers). ``warmup_rule``: ``timm`` rises from ``warmup_lr`` to ``lr``; ``dassl`` is
+    ``warmup_lr`` at the first step (or epoch) ``t = 0``, then ``lr * t / warmup`` (Dassl's
+    ``LinearWarmupScheduler``, X-MIC's: 1e-7, 1e-4, 2e-4, 3e-4, 4e-4, then 5e-4). Weight decay skips biases and norm scales unless
     ``decay_all_parameters``. Early stopping watches ``monitor`` (a key of the per-epoch
     metrics; names ending in ``loss`` are minimised, others maximised; ``None``: the task's
     default) and stops after ``patience`` epochs without improvement (``None`` disables it).
 
     ``precision``: ``"auto"`` runs bf16 autocast where the hardware multiplies bf16 natively
-    (CUDA, CPUs with AMX) and fp32 elsewhere; ``"fp32"`` / ``"bf16"`` force one. There are no
+    (CUDA, CPUs with AMX) and fp32 elsewhere; ``"fp32"`` / ``"bf16"`` force one; ``"fp16"`` is
+    fp16 autocast with a gradient scaler on CUDA (mixed precision as torch.cuda.amp, X-MIC's
+    ``PREC: amp``) and ``"auto"`` elsewhere. There are no
     loader workers: batches are gathered from in-RAM tensors by indexing.
     """
 
@@ -87,6 +91,7 @@ class TrainConfig(_Settings):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0)
     warmup_lr: float = Field(0.0, ge=0)
+    warmup_rule: Literal["timm", "dassl"] = "timm"
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     step_on_epochs: bool = False
     grad_clip: float | None = Field(5.0, gt=0)
@@ -97,7 +102,7 @@ class TrainConfig(_Settings):
     monitor: str | None = None
     restore_best: bool = True
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     num_threads: int | None = Field(None, ge=1)
     features_on_device: bool = True
     progress: bool = True

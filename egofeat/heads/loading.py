@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from egofeat.heads.data import META_COLUMNS, UNLABELLED, HeadData, LoadReport
+from egofeat.heads.jitter import JitteredData, NativeBins
 from egofeat.store import STATUS_OK, LoadedStream
 
 __all__ = ["dense_to_bins", "load_head_data"]
@@ -48,6 +49,8 @@ def load_head_data(
     pool: bool = False,
     meta_columns: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    native: NativeBins | None = None,
+    context_views: Mapping[str, str] | None = None,
 ) -> HeadData:
     """Read ``streams`` and the labels of ``tasks`` from a feature store into a :class:`HeadData`.
 
@@ -80,10 +83,24 @@ def load_head_data(
     With ``cache_dir``, each stream is written once to a ``.npy`` memmap there and later
     loads map that file instead of holding the stream in RAM; the file name hashes the
     stream's provenance, its manifest and the requested rows, so a changed stream is re-read.
+
+    ``native``: streams that hold every native frame of each segment (``--sampling native``)
+    load as a :class:`~egofeat.heads.jitter.JitteredData`: the bin centres of X-MIC's rule as
+    features, every frame kept for drawing any frame of a bin each training epoch (in RAM;
+    ``cache_dir`` is not used). ``context_views`` adds feature keys (e.g.
+    :func:`~egofeat.heads.jitter.context_view` names) holding a stream's conditioning frames
+    under the rule's ``context_offset``.
     """
     if not streams:
         raise ValueError("give at least one stream name")
-    handles = {name: store.stream(name) for name in streams}
+    views = {name: (name, False) for name in streams}
+    if context_views:
+        if native is None:
+            raise ValueError("context views are native-frame data: pass native=NativeBins(...)")
+        views |= {key: (stream, True) for key, stream in context_views.items()}
+    if native is not None and pool:
+        raise ValueError("native-frame data keeps every frame: it cannot also be pooled")
+    handles = {name: store.stream(name) for name in dict.fromkeys(s for s, _ in views.values())}
     table = _segment_table(store, tasks, dataset, labels_needed=segment_ids is None,
                            vocabularies=vocabularies)
     if vocabularies is None and num_classes is None:
@@ -129,24 +146,26 @@ def load_head_data(
         log.info("load_head_data: %s", report)
 
     ids = table["segment_id"].to_numpy().astype(str)
-    features = {
-        name: _load_stream(name, stream, ids, cache_dir, bins=bins, per_bin=per_bin, pool=pool)
-        for name, stream in handles.items()
-    }
     kept = [c for c in (*META_COLUMNS, *meta_columns) if c in table.columns]
     missing_meta = [c for c in meta_columns if c not in table.columns]
     if missing_meta:
         raise KeyError(f"segment table lacks column(s) {missing_meta}; it has {table.columns}")
-    return HeadData(
-        features=features,
-        labels=labels,
-        segment_ids=ids,
-        meta=table.select(list(dict.fromkeys(kept))),
-        num_classes=sizes,
-        class_names=names,
-        provenance={name: dict(stream.info.provenance) for name, stream in handles.items()},
-        load_report=report,
-    )
+    common: dict[str, Any] = {
+        "labels": labels,
+        "segment_ids": ids,
+        "meta": table.select(list(dict.fromkeys(kept))),
+        "num_classes": sizes,
+        "class_names": names,
+        "provenance": {name: dict(stream.info.provenance) for name, stream in handles.items()},
+        "load_report": report,
+    }
+    if native is not None:
+        return _native_data(handles, ids, views, native, common)
+    features = {
+        name: _load_stream(name, stream, ids, cache_dir, bins=bins, per_bin=per_bin, pool=pool)
+        for name, stream in handles.items()
+    }
+    return HeadData(features=features, **common)
 
 
 def dense_to_bins(loaded: LoadedStream, bins: int, per_bin: int = 1) -> np.ndarray:
@@ -158,6 +177,36 @@ def dense_to_bins(loaded: LoadedStream, bins: int, per_bin: int = 1) -> np.ndarr
     index = np.floor(positions[None, :] * lengths[:, None] / bins).astype(np.int64)
     index = np.minimum(index, lengths[:, None] - 1)
     return loaded.features[loaded.offsets[:-1, None] + index]
+
+
+def _native_data(handles: Mapping[str, Any], ids: np.ndarray, views: Mapping[str, tuple[str, bool]],
+                 native: NativeBins, common: Mapping[str, Any]) -> JitteredData:
+    """Every stored frame of the rows (the banks) and X-MIC's evaluation frames of each view."""
+    banks: dict[str, Tensor] = {}
+    lengths: np.ndarray | None = None
+    offsets = np.zeros(0, np.int64)
+    for name, stream in handles.items():
+        loaded = stream.load(segment_ids=list(ids))
+        got = np.asarray(loaded.segment_ids).astype(str)
+        if got.shape != ids.shape or not (got == ids).all():
+            raise ValueError(f"stream {name!r} returned rows out of the requested order")
+        if loaded.offsets is None:
+            raise ValueError(
+                f"stream {name!r} holds a fixed number of frames per segment; native-frame "
+                "jitter reads every frame of a segment: extract it with --sampling native")
+        row_lengths = np.diff(loaded.offsets).astype(np.int64)
+        if lengths is None:
+            lengths, offsets, first = row_lengths, loaded.offsets[:-1].astype(np.int64), name
+        elif not np.array_equal(lengths, row_lengths):
+            odd = str(ids[int(np.flatnonzero(lengths != row_lengths)[0])])
+            raise ValueError(f"streams {first!r} and {name!r} hold different frames of segment "
+                             f"{odd!r}: extract them in one run (the same --sampling native)")
+        banks[name] = torch.from_numpy(np.ascontiguousarray(loaded.features))
+    classified, context = native.frames(lengths)
+    features = {key: banks[stream][torch.from_numpy(offsets[:, None] + (context if ctx else classified))]
+                for key, (stream, ctx) in views.items()}
+    return JitteredData(features=features, **common, banks=banks, views=dict(views),
+                        row_offsets=offsets, row_lengths=lengths, sampling=native)
 
 
 # ---- the segment table ---------------------------------------------------------------------

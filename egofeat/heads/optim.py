@@ -9,7 +9,7 @@ from torch import nn
 
 from egofeat.heads.config import TrainConfig
 
-__all__ = ["create_optimizer", "create_scheduler", "param_groups", "scheduled_lr"]
+__all__ = ["DasslWarmup", "create_optimizer", "create_scheduler", "param_groups", "scheduled_lr"]
 
 #: "constant" as a step schedule that never decays
 _NEVER = 1e12
@@ -40,9 +40,10 @@ def create_optimizer(model: nn.Module, config: TrainConfig, device: torch.device
 
 def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
     """timm's scheduler for ``config.schedule``: linear warm-up from ``warmup_lr`` over
-    ``warmup_epochs``, then cosine / linear (poly, power 1) decay to ``lr * min_lr_ratio`` or a
-    constant rate. Its time unit is the optimizer step, or the epoch with ``step_on_epochs``;
-    read it with :func:`scheduled_lr`."""
+    ``warmup_epochs`` (or Dassl's warm-up with ``warmup_rule="dassl"``, see
+    :class:`DasslWarmup`), then cosine / linear (poly, power 1) decay to ``lr * min_lr_ratio``
+    or a constant rate. Its time unit is the optimizer step, or the epoch with
+    ``step_on_epochs``; read it with :func:`scheduled_lr`."""
     from timm.scheduler import CosineLRScheduler, PolyLRScheduler, StepLRScheduler
 
     per = 1 if config.step_on_epochs else steps_per_epoch
@@ -55,11 +56,41 @@ def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, step
         "t_in_epochs": config.step_on_epochs,
     }
     if config.schedule == "constant":
-        return StepLRScheduler(optimizer, decay_t=_NEVER, decay_rate=1.0, **common)
-    decay = {"t_initial": max(1, total - warmup), "lr_min": config.lr * config.min_lr_ratio}
-    if config.schedule == "linear":
-        return PolyLRScheduler(optimizer, power=1.0, **decay, **common)
-    return CosineLRScheduler(optimizer, **decay, **common)
+        scheduler = StepLRScheduler(optimizer, decay_t=_NEVER, decay_rate=1.0, **common)
+    else:
+        decay = {"t_initial": max(1, total - warmup), "lr_min": config.lr * config.min_lr_ratio}
+        scheduler = (PolyLRScheduler(optimizer, power=1.0, **decay, **common)
+                     if config.schedule == "linear" else CosineLRScheduler(optimizer, **decay, **common))
+    if config.warmup_rule == "dassl" and warmup > 0:
+        return DasslWarmup(scheduler, warmup, config.warmup_lr)
+    return scheduler
+
+
+class DasslWarmup:
+    """Dassl's ``LinearWarmupScheduler`` (X-MIC's warm-up) in front of a timm scheduler: the
+    rate is ``warmup_lr`` at ``t = 0``, ``lr * t / warmup_t`` for ``0 < t < warmup_t``, then
+    the wrapped schedule's (which starts after its own warm-up, ``warmup_prefix``)."""
+
+    def __init__(self, scheduler: Any, warmup_t: int, warmup_lr: float) -> None:
+        self.scheduler = scheduler
+        self.optimizer = scheduler.optimizer
+        self.warmup_t = warmup_t
+        self.warmup_lr = warmup_lr
+        self.base_lrs = list(scheduler.base_values)  # timm's: each group's configured rate
+
+    def step(self, epoch: int) -> None:
+        self.scheduler.step(epoch)
+        self._warm(epoch)
+
+    def step_update(self, num_updates: int) -> None:
+        self.scheduler.step_update(num_updates)
+        self._warm(num_updates)
+
+    def _warm(self, t: int) -> None:
+        if t >= self.warmup_t:
+            return
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = self.warmup_lr if t == 0 else base * t / self.warmup_t
 
 
 def scheduled_lr(scheduler: Any, config: TrainConfig, *, step: int, epoch: int) -> float:

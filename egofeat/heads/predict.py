@@ -23,6 +23,7 @@ __all__ = [
     "LossFn",
     "autocast",
     "evaluate",
+    "grad_scaler",
     "predict",
     "resolve_device",
     "resolve_precision",
@@ -57,13 +58,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"fp32"`` or ``"bf16"``. ``"auto"`` is bf16 where the hardware multiplies bf16 natively
-    (CUDA GPUs with bf16, CPUs with AMX, where it trains heads ~2x faster), fp32 elsewhere."""
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` is bf16 where the hardware multiplies
+    bf16 natively (CUDA GPUs with bf16, CPUs with AMX, where it trains heads ~2x faster), fp32
+    elsewhere; ``"fp16"`` (mixed precision with a gradient scaler) is fp16 on CUDA and ``"auto"``
+    elsewhere."""
     if precision in ("fp32", "bf16"):
         return precision
-    if precision != "auto":
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision not in ("auto", "fp16"):
+        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
     if device.type == "cuda":
+        if precision == "fp16":
+            return "fp16"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
         capabilities = getattr(torch.cpu, "get_capabilities", dict)()
@@ -72,10 +77,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast when ``precision`` resolves to bf16 on ``device``, else a no-op context."""
-    if resolve_precision(precision, device) != "bf16":
+    """bf16 or fp16 autocast when ``precision`` resolves to one on ``device``, else a no-op
+    context."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The gradient scaler of a run: active for fp16 (whose small gradients underflow without
+    it), a pass-through otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=resolve_precision(precision, device) == "fp16")
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, float]:

@@ -3,7 +3,8 @@
 * The **model** is any ``nn.Module`` whose ``forward(batch)`` returns a dict of outputs
   (task -> logits for the classification heads).
 * The **data** is a :class:`~egofeat.heads.data.HeadData`; batches are gathered from its
-  in-RAM tensors (see :meth:`HeadData.batch` for the batch layout).
+  in-RAM tensors (see :meth:`HeadData.batch` for the batch layout). A
+  :class:`~egofeat.heads.jitter.JitteredData` gives each epoch its own draw of native frames.
 * The **loss** is any callable ``loss_fn(outputs, batch) -> scalar tensor``; the default,
   :class:`MultiTaskCrossEntropy`, is the mean over tasks of cross-entropy.
 * The **validation** is any callable ``validation(model, val) -> {metric: value}`` run after
@@ -14,7 +15,7 @@
 :class:`Trainer` is seeded and deterministic on CPU (same seed, same data, same thread count:
 bitwise the same metrics), runs AdamW with timm's warm-up + cosine / linear / constant
 schedules (:mod:`egofeat.heads.optim`), clips gradients, autocasts to bf16 where the hardware
-has it, early-stops on a validation split, writes ``metrics.jsonl``, ``last.pt`` (resume state)
+has it (or fp16 with a gradient scaler on CUDA, when asked), early-stops on a validation split, writes ``metrics.jsonl``, ``last.pt`` (resume state)
 and ``best.pt`` into its run folder, reports progress (:mod:`egofeat._util.progress`), and
 resumes from ``last.pt`` exactly as if never interrupted.
 
@@ -47,11 +48,13 @@ from egofeat._util.progress import ProgressReporter
 from egofeat.heads.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from egofeat.heads.config import RunConfig, TrainConfig
 from egofeat.heads.data import UNLABELLED, Batch, HeadData
+from egofeat.heads.jitter import JitteredData
 from egofeat.heads.optim import create_optimizer, create_scheduler, scheduled_lr
 from egofeat.heads.predict import (
     LossFn,
     autocast,
     evaluate,
+    grad_scaler,
     predict,
     resolve_device,
     resolve_precision,
@@ -218,11 +221,14 @@ class Trainer:
         optimizer = create_optimizer(model, config, device)
         steps_per_epoch = train.num_batches(config.batch_size)
         scheduler = create_scheduler(optimizer, config, steps_per_epoch)
+        scaler = grad_scaler(device, config.precision)
         state = _LoopState()
         torch.manual_seed(config.seed)
         checkpoint_path = self._resume_path(resume)
         if checkpoint_path is not None:
             state = self._restore(checkpoint_path, model, optimizer, device)
+            if state.scaler:
+                scaler.load_state_dict(state.scaler)
         if getattr(model, "time_pooled", False):
             # the head reads only time-means: average the frames once, not in every batch
             train = train.time_mean()
@@ -237,8 +243,9 @@ class Trainer:
         progress.done = state.step
         with progress:
             while state.epoch < config.epochs and not state.stopped_early:
-                record = self._run_epoch(model, optimizer, scheduler, train, val, state, device,
-                                         progress)
+                record = self._run_epoch(model, optimizer, scheduler, scaler, train, val, state,
+                                         device, progress)
+                state.scaler = scaler.state_dict() if scaler.is_enabled() else None
                 self._end_epoch(model, optimizer, train, state, record, val is not None)
                 progress.set(description=_summary(record, config.epochs))
         if config.restore_best and state.best_state is not None:
@@ -260,6 +267,7 @@ class Trainer:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
+        scaler: torch.amp.GradScaler,
         train: HeadData,
         val: HeadData | None,
         state: _LoopState,
@@ -273,15 +281,22 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=device)
         lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
-        for batch in train.batches(config.batch_size, shuffle=True, generator=order, device=device):
+        rows = train
+        if isinstance(train, JitteredData):  # native-frame jitter: this epoch's frames
+            rows = train.epoch(config.seed, state.epoch)
+            if device.type == "cuda" and config.features_on_device:
+                rows = rows.to(device)
+        for batch in rows.batches(config.batch_size, shuffle=True, generator=order, device=device):
             lr = scheduled_lr(scheduler, config, step=state.step, epoch=state.epoch)
             with autocast(device, config.precision):
                 loss = self.loss_fn(model(batch), batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # fp16: a scaled loss; otherwise loss.backward()
             if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+            scaler.update()
             state.step += 1
             loss_sum += loss.detach().float() * len(batch["index"])
             progress.advance(1)
@@ -461,6 +476,7 @@ class _LoopState:
     stopped_early: bool = False
     best_state: dict[str, Tensor] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -472,6 +488,7 @@ class _LoopState:
             "stopped_early": self.stopped_early,
             "best_state": self.best_state,
             "rng": self.rng,
+            "scaler": self.scaler,
         }
 
     @classmethod
@@ -486,6 +503,7 @@ class _LoopState:
             stopped_early=bool(data["stopped_early"]),
             best_state=data["best_state"],
             rng=dict(data["rng"]),
+            scaler=data.get("scaler"),
         )
 
 

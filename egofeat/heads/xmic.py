@@ -58,8 +58,8 @@ XMIC_WARMUP_EPOCHS = 5
 XMIC_WARMUP_MIN_LR = 1e-7
 XMIC_BATCH_SIZE = 32
 #: The recipe as trainer settings: AdamW (0.9, 0.98), weight decay 0.01 on every parameter, 15
-#: epochs, the rate per epoch: 1e-7 in the first, a linear warm-up over 5, then constant; no
-#: clipping, no early stop.
+#: epochs, the rate per epoch as Dassl's warm-up: 1e-7 in the first, then 1e-4, 2e-4, 3e-4,
+#: 4e-4, then constant 5e-4; no clipping, no early stop.
 XMIC_TRAINER: dict = {
     "epochs": XMIC_EPOCHS,
     "lr": XMIC_LR,
@@ -69,6 +69,7 @@ XMIC_TRAINER: dict = {
     "schedule": "constant",
     "warmup_epochs": XMIC_WARMUP_EPOCHS,
     "warmup_lr": XMIC_WARMUP_MIN_LR,
+    "warmup_rule": "dassl",
     "step_on_epochs": True,
     "batch_size": XMIC_BATCH_SIZE,
     "grad_clip": None,
@@ -309,7 +310,9 @@ class XMICHead(nn.Module):
 
 
 def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float = 100.0) -> Tensor:
-    """Zero-shot CLIP classification: cosine of the frame-mean feature with each class text.
+    """Zero-shot CLIP classification as X-MIC's baseline (``trainers/zsclip_segments.py``):
+    each frame L2-normalized, averaged over frames, the mean normalized again, and its cosine
+    with each normalized class text.
 
     Args:
         video_feats: ``(B, T, D)`` frame features (or ``(B, D)`` already pooled).
@@ -319,7 +322,8 @@ def zero_shot_logits(video_feats: Tensor, class_text: Tensor, logit_scale: float
     Returns:
         ``(B, C)`` logits.
     """
-    pooled = video_feats.float().mean(dim=1) if video_feats.ndim == 3 else video_feats.float()
+    features = video_feats.float()
+    pooled = F.normalize(features, dim=-1).mean(dim=1) if features.ndim == 3 else features
     return logit_scale * F.normalize(pooled, dim=-1) @ F.normalize(class_text.float(), dim=-1).T
 
 

@@ -6,24 +6,43 @@ the streams' sampling provenance), and loads each task's class embeddings from t
 class-name text stream (``<prefix>/text/<dataset>/<task>-names``, see
 :mod:`egofeat.store.names`; ``head.class_text`` names another, ``{task}`` and ``{dataset}``
 filled in). Its default trainer settings are X-MIC's recipe (:data:`~egofeat.heads.xmic.XMIC_TRAINER`).
+
+``[task] jitter = "native"`` trains on streams holding every native frame of a segment
+(``--sampling native``) with X-MIC's jitter exactly: any frame of each bin, drawn every epoch
+(:class:`~egofeat.heads.jitter.JitteredData`), by the bin rule of the dataset's X-MIC loader
+(:func:`xmic_native_bins`: EPIC's, or Ego4D's with its offset conditioning frames). The head
+then reads its conditioning frames from :func:`~egofeat.heads.jitter.context_view` keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from egofeat.heads.data import HeadData
+from egofeat.heads.jitter import NativeBins, context_view
+from egofeat.heads.loading import load_head_data
 from egofeat.heads.registry import create_head, register_task
 from egofeat.heads.tasks import Task
 from egofeat.heads.xmic import XMIC_TRAINER, XMICClassifier
 from egofeat.store.names import class_text_stream, stream_prefix
 
-__all__ = ["XMICTask", "load_class_text", "stream_layout"]
+__all__ = ["XMICTask", "load_class_text", "stream_layout", "xmic_native_bins"]
+
+
+def xmic_native_bins(dataset: str | None, bins: int = 16) -> NativeBins:
+    """The bin rule of X-MIC's loader for ``dataset``: Ego4D's (bins over all ``n`` stored frames,
+    conditioning frames jittered twice / shifted half a bin), else EPIC's (bins over ``[0, n-1)``,
+    conditioning on the classified frames), which Dassl's data manager applies to every dataset
+    it reads frame by frame."""
+    if dataset == "ego4d":
+        return NativeBins(bins, span="to-end", context_offset=True)
+    return NativeBins(bins, span="to-last", context_offset=False)
 
 
 def stream_layout(store: Any, streams: Sequence[str], bins: int = 16, dense_per_bin: int = 3) -> tuple[int, int]:
@@ -78,19 +97,64 @@ class XMICTask(Task):
 
     defaults = {"trainer": XMIC_TRAINER}
 
+    class Options(BaseModel):
+        """``jitter``: ``stored`` (one of the frames stored per bin) or ``native`` (any native
+        frame of a bin, X-MIC's; streams extracted with ``--sampling native``)."""
+
+        model_config = ConfigDict(extra="forbid")
+        jitter: Literal["stored", "native"] = "stored"
+
+    @property
+    def native(self) -> bool:
+        return self.options.jitter == "native"
+
     @property
     def classified(self) -> str:
         return self.config.head.kwargs.get("classified") or self.config.data.streams[0]
 
+    @property
+    def context(self) -> list[str]:
+        """The conditioning streams (the head's ``context``, default: the run's streams)."""
+        return list(self.config.head.kwargs.get("context") or self.config.data.streams)
+
     def layout(self) -> tuple[int, int]:
-        """``(bins, frames per bin)`` of the head's streams."""
-        kwargs = self.config.head.kwargs
-        streams = [self.classified, *(kwargs.get("context") or self.config.data.streams)]
-        return stream_layout(self.store, list(dict.fromkeys(streams)), bins=kwargs.get("bins") or 16)
+        """``(bins, frames per bin)`` of the head's streams (native jitter: one per bin)."""
+        bins = self.config.head.kwargs.get("bins") or 16
+        if self.native:
+            return bins, 1
+        streams = list(dict.fromkeys([self.classified, *self.context]))
+        return stream_layout(self.store, streams, bins=bins)
 
     def load_options(self) -> dict[str, Any]:
         bins, per_bin = self.layout()
         return {"bins": bins, "per_bin": per_bin}
+
+    def load(self, split: str | None = None, *, segment_ids: Sequence[str] | None = None,
+             streams: Sequence[str] | None = None, **options: Any) -> HeadData:
+        """As :meth:`Task.load`; with native jitter, a
+        :class:`~egofeat.heads.jitter.JitteredData` of the classified stream and the
+        conditioning views, by the bin rule of the dataset's X-MIC loader."""
+        if not self.native:
+            return super().load(split, segment_ids=segment_ids, streams=streams, **options)
+        options.pop("bins", None)
+        options.pop("per_bin", None)
+        dataset = options.pop("dataset", None) or self.config.data.dataset
+        bins = self.layout()[0]
+        data = load_head_data(
+            self.store, [self.classified], tasks=self.config.trainer.tasks,
+            splits=None if split is None else [split], segment_ids=segment_ids, dataset=dataset,
+            native=xmic_native_bins(dataset, bins),
+            context_views={context_view(name): name for name in self.context}, **options,
+        )
+        data.provenance = {name: data.provenance[name] for name in self.config.data.streams
+                           if name in data.provenance}
+        return data
+
+    def in_dims(self, train: HeadData) -> dict[str, int]:
+        if not self.native:
+            return super().in_dims(train)
+        keys = [self.classified, *(context_view(name) for name in self.context)]
+        return {key: train.in_dims[key] for key in keys}
 
     def dataset(self, data: HeadData) -> str:
         """The dataset whose vocabulary the head is trained on."""
@@ -103,6 +167,9 @@ class XMICTask(Task):
         torch.manual_seed(self.config.trainer.seed)
         kwargs = dict(self.config.head.kwargs)
         kwargs["bins"] = kwargs.get("bins") or self.layout()[0]
+        if self.native:
+            kwargs["classified"] = self.classified
+            kwargs["context"] = [context_view(name) for name in self.context]
         dataset, tasks = self.dataset(train), list(self.config.trainer.tasks)
         kwargs["class_text"] = self._class_text_pattern(kwargs.get("class_text"), dataset, tasks)
         model = create_head("xmic", in_dims=self.in_dims(train), num_frames=train.num_frames,

@@ -56,7 +56,21 @@ def build_sampler(options: ExtractConfig) -> FrameSampler:
         return FrameSampler.oversampled(options.frames, per_bin=options.per_bin)
     if options.sampling == "clip":
         return FrameSampler.clip(options.frames, options.clip_len)
+    if options.sampling == "native":
+        return FrameSampler.native(options.fps)
     return FrameSampler.dense(options.fps)
+
+
+def native_frame_rate(options: ExtractConfig) -> Any:
+    """The frame grid ``--sampling native`` reads: ``--fps``, else EPIC's JPEG rule (60 fps for
+    EPIC-55 videos, 50 for the extension), else none (a plan without it is refused)."""
+    if options.fps is not None:
+        return options.fps
+    if options.dataset == "epic100":
+        from egofeat.sources import epic_jpeg_fps
+
+        return epic_jpeg_fps
+    return None
 
 
 def load_annotations(options: ExtractConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -190,7 +204,7 @@ class PartRunner:
 
     # -- streams --
     def _frames_per_row(self) -> int | None:
-        if self.sampler.kind == "dense":
+        if self.sampler.kind in ("dense", "native"):
             return None
         if self.sampler.kind == "oversampled":
             return self.sampler.num_frames * self.sampler.per_bin
@@ -488,7 +502,7 @@ def prepare_extract(options: ExtractConfig) -> PreparedRun:
     }
     for t in runner.targets:
         t.stream.cleanup()  # crashed attempts of parts nobody holds
-    plan = plan_videos(segments, sampler)
+    plan = plan_videos(segments, sampler, fps=native_frame_rate(options) if sampler.kind == "native" else None)
     parts = plan_parts(plan, done, options.videos_per_part)
     return PreparedRun(options, store, sampler, segments, runner, plan, parts)
 

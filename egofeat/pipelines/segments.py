@@ -30,8 +30,10 @@ def load_segment_file(
 
     ``epic100``: EPIC-KITCHENS-100 CSVs (or their ``.pkl`` twins with ``allow_pickle``);
     class ids are checked against the class files (beside the CSV, or in ``classes``).
-    ``ego4d``: ``fho_main.json`` (``split`` required; ``window`` = action | xmic | eilev);
-    class ids from the taxonomy in ``classes`` when given.
+    ``ego4d``: an LTA file ``fho_lta_{train,val}.json`` (or its ``_w_narrations`` variant;
+    the split from the file) or ``fho_main.json`` (``split`` required); ``window`` = action |
+    xmic | xmic-original | eilev (:data:`egofeat.sources.WINDOWS`); class ids from the taxonomy
+    in ``classes`` when given.
     ``generic``: any CSV/TSV/parquet with ``mapping`` (a dict or a JSON string) from canonical
     column names to the file's columns.
     """
@@ -42,13 +44,10 @@ def load_segment_file(
         return sources.load_epic100(path, split=split, allow_pickle=allow_pickle,
                                     verb_classes=found.get("verb"), noun_classes=found.get("noun"))
     if dataset == "ego4d":
-        if split is None:
-            raise ValueError("ego4d segments need --split (fho_main.json holds all splits' actions)")
-        windows = {"action": "action", "xmic": sources.XMIC_WINDOW, "eilev": sources.EILEV_WINDOW}
-        if window not in windows:
-            raise ValueError(f"unknown window {window!r}; choose one of {sorted(windows)}")
-        return sources.load_ego4d_fho(path, split=split, window=windows[window],
-                                      verb_vocab=found.get("verb"), noun_vocab=found.get("noun"))
+        if window not in sources.WINDOWS:
+            raise ValueError(f"unknown --window {window!r}; choose one of {', '.join(sources.WINDOWS)}")
+        return sources.load_ego4d(path, split=split, window=window,  # type: ignore[arg-type]
+                                  verb_vocab=found.get("verb"), noun_vocab=found.get("noun"))
     if dataset == "generic":
         if mapping is None:
             raise ValueError("generic segments need --mapping '{\"segment_id\": \"id\", ...}'")

@@ -45,6 +45,7 @@ def write_synthetic_domains(
     videos: Mapping[str, int] | None = None,
     segments_per_video: int = 24,
     seed: int = 0,
+    native_frames: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Two synthetic domains of pre-extracted features, written with the store API.
 
@@ -56,7 +57,9 @@ def write_synthetic_domains(
     nuisance is stronger. An adapter that reads the nuisance from the full frame can remove it,
     which is X-MIC's mechanism. Streams ``<encoder>/hand`` and ``<encoder>/full`` are stored
     oversampled (``bins`` x ``per_bin`` frames); ``kitchen-a`` has train and val videos,
-    ``kitchen-b`` val videos.
+    ``kitchen-b`` val videos. With ``native_frames=(low, high)`` they hold instead every
+    "native" frame of a segment, ``low`` to ``high`` of them (sampling ``native``, 30 fps), as
+    ``--sampling native`` extracts for native-frame jitter.
     """
     from egofeat.extract.encoders import class_prompt_embeddings, create_encoder
 
@@ -78,18 +81,20 @@ def write_synthetic_domains(
         dim=-1,
     )
     store = FeatureStore.open(store_path, create=True)
+    sampling = ({"kind": "oversampled", "num_frames": bins, "per_bin": per_bin}
+                if native_frames is None else {"kind": "native", "fps": 30.0})
     provenance = {
         "encoder": model.name,
         "weights_hash": model.weights_hash,
         "synthetic": "two-domain X-MIC features",
-        "sampling": {"kind": "oversampled", "num_frames": bins, "per_bin": per_bin},
+        "sampling": sampling,
     }
     streams = {
         crop: store.create_stream(
             image_stream(encoder, crop),
             dim=model.text_dim,
             provenance=provenance,
-            frames_per_row=bins * per_bin,
+            frames_per_row=bins * per_bin if native_frames is None else None,
         )
         for crop in ("hand", "full")
     }
@@ -109,7 +114,11 @@ def write_synthetic_domains(
         )
         weights = low + (high - low) * torch.rand(n_videos, 2, generator=generator)
         nuisance = (weights @ directions)[video][:, None]
-        shape = (rows.height, bins * per_bin, model.text_dim)
+        frames = bins * per_bin if native_frames is None else native_frames[1]
+        counts_per_row = (torch.full((rows.height,), frames) if native_frames is None else
+                          torch.randint(native_frames[0], native_frames[1] + 1, (rows.height,),
+                                        generator=generator))
+        shape = (rows.height, frames, model.text_dim)
         features = {
             "hand": semantic[:, None] + nuisance + 0.3 * torch.randn(shape, generator=generator),
             "full": 0.3 * semantic[:, None]
@@ -123,7 +132,7 @@ def write_synthetic_domains(
                 for i, (segment_id, video_id) in enumerate(
                     rows.select("segment_id", "video_id").iter_rows()
                 ):
-                    writer.add(segment_id, video_id, features[crop][i].numpy())
+                    writer.add(segment_id, video_id, features[crop][i, : counts_per_row[i]].numpy())
     for stream in streams.values():
         stream.consolidate()
     return {

@@ -4,13 +4,15 @@
 direction, source -> target:
 
 1. optionally extract both datasets' visual streams (``[[extract]]`` jobs of a TOML file,
-   oversampled so that training can jitter frames inside bins);
+   oversampled so that training can jitter frames inside bins, or every native frame for
+   ``jitter="native"``, X-MIC's jitter exactly);
 2. write the class-name text streams of both vocabularies (:mod:`.text_streams`): X-MIC reads
    the bare class names (``...-names``), zero-shot CLIP the dataset's prompt (``...-prompts``);
 3. per task (noun, verb): train an X-MIC adapter (the ``xmic`` task, X-MIC's recipe) on all
-   source classes; the checkpoint is selected on a held-out part of the *source* train set
-   (or, when asked, on the target val set: that is the reported split, so it is labelled as
-   optimistic everywhere);
+   source classes. egofeat's default selects the checkpoint on a held-out part of the *source*
+   train videos (and trains on the rest); ``selection="target-val"`` is X-MIC's protocol: train
+   on every source train segment and select on the target val set, the reported split (so it
+   is labelled as optimistic everywhere). The report says how many segments trained;
 4. score X-MIC, zero-shot CLIP and a linear probe on the target val set over the target
    vocabulary, and within the source dataset (:mod:`.xmic_report`);
 5. write ``report.json``, ``report.md`` and shared-vs-novel bar charts.
@@ -106,13 +108,18 @@ def run_xmic(options: XMICRunConfig) -> dict[str, Any]:
         "source": options.source, "target": options.target, "store": str(store.path),
         "classified": classified, "context": list(context), "text_streams": text,
     }
+    if options.recipe:
+        report["recipe"] = _recipe_record(options.recipe)
     if options.text_only:
         return report | {"seconds": round(time.perf_counter() - started, 1)}
     run = _Run(options, store, classified, list(context), encoder, text, vocabularies)
     data = run.load_data()
+    rows = {name: 0 if value is None else len(value) for name, value in data.items()}
     report |= {"selection": _selection_label(options),
-               "layout": {"bins": run.bins, "frames_per_bin": run.per_bin},
-               "rows": {name: 0 if value is None else len(value) for name, value in data.items()},
+               "train_segments": {"source_train": rows["train"] + rows["holdout"],
+                                  "trained_on": rows["train"], "held_out_for_selection": rows["holdout"]},
+               "layout": {"bins": run.bins, "frames_per_bin": run.per_bin, "jitter": options.jitter},
+               "rows": rows,
                "tasks": {}}
     for task in options.tasks:
         report["tasks"][task] = run.task(task, data)
@@ -137,8 +144,11 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.streams = list(dict.fromkeys([self.classified, *self.context]))
-        self.bins, self.per_bin = stream_layout(self.store, self.streams, self.options.bins,
-                                                self.options.dense_per_bin)
+        if self.options.jitter == "native":  # every native frame stored; one read per bin
+            self.bins, self.per_bin = self.options.bins, 1
+        else:
+            self.bins, self.per_bin = stream_layout(self.store, self.streams, self.options.bins,
+                                                    self.options.dense_per_bin)
 
     def config(self, head: str, tasks: Sequence[str], streams: Sequence[str], **head_options: Any) -> Any:
         """The run config of one method on ``tasks``, over X-MIC's recipe."""
@@ -147,12 +157,17 @@ class _Run:
                     "head": {"name": head, **head_options},
                     "data": {"streams": list(streams), "dataset": options.source,
                              "train_split": options.train_split, "val_split": None}}
+        if head == "xmic":
+            settings["task"] = {"jitter": options.jitter}
         return load_config(layers=[settings])
 
     def load_data(self) -> dict[str, HeadData | None]:
-        """Source train (less the held-out videos) and holdout, target and source evaluation."""
+        """Source train and the part held out of it for selection (none when selecting on the
+        target val set, as X-MIC: then every source train segment trains), target and source
+        evaluation."""
         options = self.options
-        task = create_task(self.config("xmic", options.tasks, self.streams), self.store)
+        task = create_task(self.config("xmic", options.tasks, self.streams, classified=self.classified,
+                                       context=self.context, bins=self.bins), self.store)
         layout = {"bins": self.bins, "per_bin": self.per_bin}
 
         def load(dataset: str, split: str) -> HeadData | None:
@@ -165,7 +180,9 @@ class _Run:
         if source_train is None or target_eval is None:
             raise ValueError(f"the store needs {options.source!r} {options.train_split!r} and "
                              f"{options.target!r} {options.eval_split!r} segments")
-        train, held = source_train.holdout(options.holdout, seed=options.seed, group_by="video_id")
+        train, held = source_train, None
+        if options.selection == "source-holdout":
+            train, held = source_train.holdout(options.holdout, seed=options.seed, group_by="video_id")
         return {"train": train, "holdout": held, "target_eval": target_eval,
                 "source_eval": load(options.source, options.eval_split)}
 
@@ -290,9 +307,10 @@ def _extract(options: XMICRunConfig, job: Mapping[str, Any]) -> None:
     """One ``[[extract]]`` job: `egofeat extract` with the recipe's crops and sampling."""
     if not (options.encoder or job.get("encoders")):
         raise ValueError("extraction jobs need --encoder (or encoders = [...] in the job)")
+    sampling = ({"sampling": "native"} if options.jitter == "native" else
+                {"sampling": "oversampled", "frames": options.bins, "per_bin": options.per_bin})
     settings: dict[str, Any] = {
-        "store": options.store, "encoders": [options.encoder], "crop": "both",
-        "sampling": "oversampled", "frames": options.bins, "per_bin": options.per_bin,
+        "store": options.store, "encoders": [options.encoder], "crop": "both", **sampling,
         "text": False, "progress": options.progress, **job,
     }
     try:
@@ -318,7 +336,17 @@ def _has_split(store: FeatureStore, dataset: str, split: str) -> bool:
 
 def _selection_label(options: XMICRunConfig) -> str:
     if options.selection == "target-val":
-        return (f"best epoch on the {options.target} {options.eval_split} set, the reported split "
-                "(optimistic: selection sees the evaluation data)")
-    return f"best epoch on a held-out {options.holdout:.0%} of the {options.source} train videos"
+        return (f"X-MIC's protocol: trained on every {options.source} {options.train_split} "
+                f"segment, best epoch on the {options.target} {options.eval_split} set, the reported "
+                "split (optimistic: selection sees the evaluation data; the linear probe, which "
+                "cannot score the target's classes, keeps its last epoch)")
+    return (f"egofeat's protocol: best epoch on a held-out {options.holdout:.0%} of the "
+            f"{options.source} {options.train_split} videos, trained on the rest")
+
+
+def _recipe_record(name: str) -> dict[str, Any]:
+    """The named recipe a run started from, as `egofeat recipes --json` lists it."""
+    from egofeat.recipes import get_recipe
+
+    return get_recipe(name, "run xmic").to_json()
 

@@ -28,6 +28,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"Checkpoint selection: {report['selection']}.",
         "",
     ]
+    used = report.get("train_segments")
+    if used:
+        lines += [f"Trained on {used['trained_on']:,} of the {used['source_train']:,} "
+                  f"{report['source']} train segments ({used['held_out_for_selection']:,} held out "
+                  "for selection).", ""]
+    if report.get("recipe"):
+        lines += [f"Recipe: `{report['recipe']['name']}` ({report['recipe']['summary']}).", ""]
     header = (
         "| method | top-1 all | top-1 shared | top-1 novel | HM | class-mean all | "
         "class-mean shared | class-mean novel | HM (class-mean) | within | HM within/cross |"

@@ -11,7 +11,17 @@ from egofeat.sources.charades import (
     load_charades_ego,
     parse_charades_actions,
 )
-from egofeat.sources.ego4d import EILEV_WINDOW, XMIC_WINDOW, Window, load_ego4d_fho
+from egofeat.sources.ego4d import (
+    EILEV_WINDOW,
+    WINDOWS,
+    XMIC_ORIGINAL_WINDOW,
+    XMIC_WINDOW,
+    CentralFrames,
+    Window,
+    load_ego4d,
+    load_ego4d_fho,
+    load_ego4d_lta,
+)
 from egofeat.sources.epic100 import (
     EpicAnnotations,
     infer_epic_split,
@@ -26,6 +36,7 @@ from egofeat.sources.epic_frames import (
     epic_frame_times,
     epic_frames_at,
     epic_jpeg_fps,
+    frame_start_times,
     jpeg_frame_number,
 )
 from egofeat.sources.errors import SegmentTableError
@@ -53,6 +64,7 @@ from egofeat.sources.xmic_splits import (
     epic_readable_name,
     load_xmic_split,
     match_classes,
+    xmic_ego4d_text,
 )
 
 __all__ = [
@@ -60,7 +72,10 @@ __all__ = [
     "EPIC_CLASS_FILES",
     "SEGMENT_COLUMNS",
     "SEGMENT_SCHEMA",
+    "WINDOWS",
+    "XMIC_ORIGINAL_WINDOW",
     "XMIC_WINDOW",
+    "CentralFrames",
     "ClassSplit",
     "class_list_vocabularies",
     "class_splits",
@@ -79,12 +94,15 @@ __all__ = [
     "epic_frame_times",
     "epic_frames_at",
     "epic_jpeg_fps",
+    "frame_start_times",
     "epic_readable_name",
     "infer_epic_split",
     "jpeg_frame_number",
     "load_charades_classes",
     "load_charades_ego",
+    "load_ego4d",
     "load_ego4d_fho",
+    "load_ego4d_lta",
     "load_egoclip",
     "load_egomcq",
     "load_epic100",
@@ -95,6 +113,7 @@ __all__ = [
     "load_unseen_participants",
     "load_video_info",
     "load_xmic_split",
+    "xmic_ego4d_text",
     "match_classes",
     "parse_charades_actions",
     "parse_timestamp",

@@ -74,7 +74,14 @@ def epic_frame_times(
     frames = np.asarray(frames, dtype=np.int64)
     if np.any(frames < 1):
         raise ValueError(f"EPIC JPEG frames are numbered from 1, got {int(frames.min())}")
-    fps = _fps_array(video_id, frames.shape)
+    return frame_start_times(frames, _fps_array(video_id, frames.shape))
+
+
+def frame_start_times(frames: npt.ArrayLike, fps: float | npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The earliest float64 time ``t`` with ``floor(t * fps) == k`` for each frame ``k``: the
+    time at which frame ``k`` starts under the float64 rule of :func:`jpeg_frame_number`."""
+    frames = np.asarray(frames, dtype=np.int64)
+    fps = np.broadcast_to(np.asarray(fps, dtype=np.float64), frames.shape)
     times = frames / fps
     # frames / fps is within an ulp or two of the boundary floor(t * fps) == frame, on
     # either side: step up onto it, then down to its first float.

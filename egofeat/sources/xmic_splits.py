@@ -68,21 +68,38 @@ def epic_readable_name(key: str) -> str:
     return " ".join(reversed(key.split(":"))).replace("-", " ")
 
 
+def xmic_ego4d_text(label: str) -> str:
+    """An Ego4D taxonomy label as X-MIC's text encoder reads it.
+
+    X-MIC (``datasets/ego4d_helper.py``, ``_fix_classes``) first renames the labels of four
+    families whose bare names would collide (nut, chip, bat, pot), then keeps the part before
+    ``(`` and turns underscores into spaces: ``"adjust_(regulate,_increase/reduce,_change)"`` -> ``"adjust"``,
+    ``"nut_(tool)"`` -> ``"nut tool"``, ``"pot_(planter)"`` -> ``"planter"``.
+    """
+    if label.startswith("nut_"):
+        label = "nut" if "food" in label else "nut_tool" if "tool" in label else label
+    elif label.startswith("chip_") and "food" not in label:
+        label = "chip_wood" if "wood'" in label else "chip_metal"
+    elif label.startswith("bat_"):
+        label = "bat_tool" if "tool" in label else "bat_sports" if "sports" in label else label
+    elif label.startswith("pot") and "planter" in label:
+        label = "planter"
+    return label.split("(")[0].replace("_", " ").strip()
+
+
 def class_texts(dataset: str, names: Sequence[str]) -> list[str]:
     """Class names as a text encoder reads them, in X-MIC's forms (every text stream uses these).
 
     ``epic100``: the readable form (``"board:chopping"`` -> ``"chopping board"``). ``ego4d``:
-    the taxonomy label before its parenthesised synonyms (``"adjust_(regulate,_...)"`` ->
-    ``"adjust"``), kept whole where labels share that base (``"nut_(food)"``, ``"nut_(tool)"``),
-    so that no two classes read the same. Everywhere underscores become spaces.
+    :func:`xmic_ego4d_text`, the taxonomy label before its parenthesised synonyms with X-MIC's
+    renamings of the labels that would otherwise read the same (``"nut_(food)"`` -> ``"nut"``,
+    ``"nut_(tool)"`` -> ``"nut tool"``). Everywhere underscores become spaces.
     """
     names = list(names)
     if dataset == "epic100":
         names = [epic_readable_name(name) for name in names]
     elif dataset == "ego4d":
-        bases = [name.split("(")[0].strip("_ ") for name in names]
-        counts = Counter(bases)
-        names = [b if counts[b] == 1 else n for b, n in zip(bases, names, strict=True)]
+        return [xmic_ego4d_text(name) for name in names]
     return [name.replace("_", " ").strip() for name in names]
 
 
