@@ -245,3 +245,22 @@ def test_batches_cover_every_row_once_and_match_the_dataset():
     torch.testing.assert_close(from_dataset["features"]["a"], from_data["features"]["a"])
     torch.testing.assert_close(from_dataset["labels"]["verb"], from_data["labels"]["verb"])
     torch.testing.assert_close(from_dataset["index"], from_data["index"])
+
+
+def test_a_vocabulary_in_another_order_takes_the_labels_by_name(store):
+    """The table's ids number the store's vocabulary; a given vocabulary in another order (X-MIC's
+    sorted Ego4D classes) relabels every row by name, and a class it lacks leaves no label."""
+    kept = {"verb": ["take", "put", "open", "close"], "noun": [f"noun{i}" for i in range(6)]}
+    store.vocabulary = lambda dataset, task: pl.DataFrame({"class_id": range(len(kept[task])),
+                                                           "name": kept[task]})
+    given = {"verb": ["close", "open", "put", "take"], "noun": [f"noun{i}" for i in (5, 4, 3, 1, 0)]}
+    data = load_head_data(store, ["clip/full"], tasks=["verb", "noun"], splits=["val"],
+                          vocabularies=given)
+    table = store.segments().collect().filter(pl.col("segment_id").is_in(data.segment_ids.tolist()))
+    for task in ("verb", "noun"):
+        expected = [given[task].index(n) if n in given[task] else UNLABELLED for n in table[task]]
+        assert data.labels[task].tolist() == expected and data.class_names[task] == given[task]
+    assert UNLABELLED in data.labels["noun"].tolist()  # noun2 is not in the given vocabulary
+    same = load_head_data(store, ["clip/full"], tasks=["verb"], splits=["val"],
+                          vocabularies={"verb": kept["verb"]})
+    assert same.labels["verb"].tolist() == table["verb_class"].to_list()

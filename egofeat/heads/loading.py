@@ -103,8 +103,13 @@ def load_head_data(
     handles = {name: store.stream(name) for name in dict.fromkeys(s for s, _ in views.values())}
     table = _segment_table(store, tasks, dataset, labels_needed=segment_ids is None,
                            vocabularies=vocabularies)
+    stored = _stored_vocabularies(store, table, tasks)
+    # ids in the table number the store's vocabulary: a given vocabulary in another order
+    # (X-MIC's sorted Ego4D classes, say) takes the labels by their names
+    renumber = ({t: list(stored[t]) for t in tasks if list(stored[t]) != list(vocabularies[t])}
+                if vocabularies is not None and stored is not None else {})
     if vocabularies is None and num_classes is None:
-        vocabularies = _stored_vocabularies(store, table, tasks)
+        vocabularies = stored
     sizes = _class_counts(table, tasks, vocabularies, num_classes)
     names = ({t: list(vocabularies[t]) for t in tasks} if vocabularies
              else _class_names(table, tasks, sizes))
@@ -138,7 +143,7 @@ def load_head_data(
     table = table.filter(pl.Series(keep))
 
     table, labels, unlabelled = _labels(table, tasks, names, missing_labels, dropped, examples,
-                                        by_name=vocabularies is not None)
+                                        by_name=vocabularies is not None, renumber=renumber)
     report = LoadReport(requested, table.height, dropped, examples, unlabelled)
     if table.height == 0:
         raise ValueError(f"no segments left to load: {report}")
@@ -321,12 +326,14 @@ def _labels(
     examples: dict[str, list[str]],
     *,
     by_name: bool,
+    renumber: Mapping[str, Sequence[str]],
 ) -> tuple[pl.DataFrame, dict[str, Tensor], dict[str, list[str]]]:
     """Class ids per task (``{task}_class``, else the name's id), the rows kept, and the splits
-    left unlabelled."""
+    left unlabelled; ``renumber``: task -> the names the table's ids stand for, when ``names``
+    orders them otherwise."""
     if missing_labels not in ("raise", "drop"):
         raise ValueError(f"missing_labels must be 'raise' or 'drop', got {missing_labels!r}")
-    ids = {task: _class_ids(table, task, names[task], by_name) for task in tasks}
+    ids = {task: _class_ids(table, task, names[task], by_name, renumber.get(task)) for task in tasks}
     split = table["split"] if "split" in table.columns else pl.Series([None] * table.height, dtype=pl.Utf8)
     unlabelled: dict[str, list[str]] = {}
     drop = np.zeros(table.height, dtype=bool)
@@ -365,11 +372,15 @@ def _labels(
     return table.filter(keep), labels, unlabelled
 
 
-def _class_ids(table: pl.DataFrame, task: str, names: Sequence[str], by_name: bool) -> pl.Series:
+def _class_ids(table: pl.DataFrame, task: str, names: Sequence[str], by_name: bool,
+               numbered_by: Sequence[str] | None = None) -> pl.Series:
     ids = (table[f"{task}_class"].cast(pl.Int64) if f"{task}_class" in table.columns
            else pl.Series([None] * table.height, dtype=pl.Int64))
+    lookup = {name: i for i, name in enumerate(names)}
+    if numbered_by is not None:  # the store's id -> its name -> that name's id in ``names``
+        moved = {old: lookup.get(name) for old, name in enumerate(numbered_by)}
+        ids = ids.replace_strict(moved, default=None, return_dtype=pl.Int64)
     if by_name and task in table.columns:
-        lookup = {name: i for i, name in enumerate(names)}
         ids = ids.fill_null(table[task].replace_strict(lookup, default=None, return_dtype=pl.Int64))
     return ids
 
