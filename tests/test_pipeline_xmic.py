@@ -266,6 +266,14 @@ def test_xmic_beats_zero_shot_on_novel_classes_end_to_end(domains, tmp_path):
     assert "| X-MIC |" in markdown and "| zero-shot CLIP |" in markdown and "novel" in markdown
     assert [p.rsplit("/", 1)[1] for p in report["plots"]] == ["noun-exact.png", "verb-exact.png"]
     assert (tmp_path / "xmic-noun" / "best.pt").exists()
+    # per target class, by name: the counts add up, shared/novel as the split says
+    rows = report["tasks"]["noun"]["per_class"]
+    assert sum(r["count"] for r in rows) == 192 and {r["exact"] for r in rows} == {"shared", "novel"}
+    assert [r["count"] for r in rows] == sorted((r["count"] for r in rows), reverse=True)
+    assert all(r["name"] and not r["name"].isdigit() for r in rows)
+    novel = [r for r in rows if r["exact"] == "novel"]
+    assert all(r["accuracy"]["linear_probe"] == 0.0 for r in novel)  # it cannot name novel classes
+    assert f"| {rows[0]['name']} | {rows[0]['exact']} | {rows[0]['count']} |" in markdown
 
 
 def test_selection_on_the_target_val_set_is_labelled_and_used(domains, tmp_path):

@@ -46,7 +46,7 @@ from egofeat.heads.xmic import zero_shot_logits
 from egofeat.heads.xmic_task import load_class_text, stream_layout
 from egofeat.pipelines.executors import execute
 from egofeat.pipelines.text_streams import write_class_texts
-from egofeat.pipelines.xmic_report import plot_report, report_markdown, score_method
+from egofeat.pipelines.xmic_report import per_class_rows, plot_report, report_markdown, score_method
 from egofeat.store import FeatureStore
 from egofeat.store.names import class_text_stream, image_stream, zero_shot_template
 
@@ -206,11 +206,14 @@ class _Run:
             methods["linear_probe"] = self.linear_probe(task, data, names)
         results = {name: score_method(outputs, task, target, source, splits)
                    for name, outputs in methods.items()}
+        per_class = per_class_rows({name: outputs["cross"] for name, outputs in methods.items()}, task,
+                                   target, list(names[options.target]), splits["exact"][0])
         return {
             "classes": {"source": len(names[options.source]), "target": len(names[options.target])},
             "splits": {kind: {"shared": len(s), "novel": len(n)} for kind, (s, n) in splits.items()},
             **trained,
             "methods": results,
+            "per_class": per_class,
         }
 
     def xmic(self, task: str, data: Mapping[str, HeadData | None]) -> tuple[dict[str, np.ndarray | None], dict[str, Any]]:

@@ -13,7 +13,7 @@ from egofeat.eval import harmonic_mean, mean_class_accuracy, per_class_accuracy
 from egofeat.eval import shared_novel_metrics as score_shared_novel
 from egofeat.heads import UNLABELLED, HeadData
 
-__all__ = ["METHOD_NAMES", "plot_report", "report_markdown", "score_method"]
+__all__ = ["METHOD_NAMES", "per_class_rows", "plot_report", "report_markdown", "score_method"]
 
 # ---- the report ------------------------------------------------------------------------------
 
@@ -73,7 +73,38 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f"best epoch {result['best_epoch']}."
         )
         lines.append("")
+        lines += _per_class_markdown(report["target"], task, result.get("per_class", []))
     return "\n".join(lines)
+
+
+def _per_class_markdown(target: str, task: str, rows: list[Mapping[str, Any]]) -> list[str]:
+    """Top-1 per target class, by name, most frequent first (classes the eval split has)."""
+    if not rows:
+        return []
+    methods = [m for m in METHOD_NAMES if m in rows[0]["accuracy"]]
+    lines = [f"### {task}: top-1 per {target} class (exact split)", "",
+             "| class | exact split | segments | " + " | ".join(METHOD_NAMES[m] for m in methods) + " |",
+             "|" + " --- |" * (3 + len(methods))]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['exact']} | {row['count']} | "
+                     + " | ".join(_cell(row["accuracy"][m]) for m in methods) + " |")
+    return [*lines, ""]
+
+
+def per_class_rows(outputs: Mapping[str, np.ndarray], task: str, target: HeadData,
+                   names: list[str], shared: list[int]) -> list[dict[str, Any]]:
+    """Per target class in the eval split: its name, shared or novel (exact split), segments
+    and each method's top-1 (%), most frequent class first."""
+    labels = target.labels[task].numpy()
+    labelled = labels != UNLABELLED
+    accuracy = {method: per_class_accuracy(logits[labelled], labels[labelled], len(names))
+                for method, logits in outputs.items()}
+    counts = np.bincount(labels[labelled], minlength=len(names))
+    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c]]
+    shared_set = set(shared)
+    return [{"class_id": c, "name": names[c], "exact": "shared" if c in shared_set else "novel",
+             "count": int(counts[c]), "accuracy": {m: float(a[c]) for m, a in accuracy.items()}}
+            for c in present]
 
 
 def _cell(value: float | None) -> str:
