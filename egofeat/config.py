@@ -194,7 +194,6 @@ class DistillConfig(_Settings):
     store: StoreLocation | None = Field(None, description="The feature store (default: the first teacher's).")
     baseline: bool = Field(True, description="Also train the head with CE only, for the report.")
     teacher_stream: str | None = Field(None, description="Name of the cached teacher-logit stream.")
-    calibration_fraction: float = Field(0.1, gt=0, lt=1, description="dataset weighting: share of rows calibrating the weights.")
     student: RunConfig = Field(default_factory=RunConfig)
 
 

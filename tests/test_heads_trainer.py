@@ -208,8 +208,14 @@ def test_metrics_log_and_history_fields(tmp_path):
     assert records == result.history
     assert set(records[0]) == {
         "epoch", "lr", "train_loss", "val_loss", "seconds", "val_top1_mean",
-        "val_verb_top1", "val_verb_top5", "val_noun_top1", "val_noun_top5",
+        "val_verb_top1", "val_verb_top5", "val_noun_top1", "val_noun_top5", "val_action_top1",
     }  # fmt: skip
+
+    model = head("tsn", train)  # action top-1: verb and noun both right, as the EPIC scorer counts
+    metrics = evaluate(model, val, tasks=iter(["verb", "noun"]), device="cpu", precision="fp32")
+    outputs = model.eval()(val.batch(torch.arange(len(val))))
+    both = (outputs["verb"].argmax(1) == val.labels["verb"]) & (outputs["noun"].argmax(1) == val.labels["noun"])
+    assert metrics["val_action_top1"] == pytest.approx(100 * both.float().mean().item())
 
 
 def test_loss_function_is_pluggable():

@@ -238,9 +238,20 @@ def test_distilled_student_beats_the_ce_only_student_and_reports(teachers, capsy
     assert json.loads(evaluated.output)["rows"] == SIZES["val"]  # all val segments have toy/full
 
 
+@pytest.fixture(scope="module")
+def reserving_teachers(teachers):
+    """The teachers again, each keeping ~20% of the train videos out of its training."""
+    root, _ = teachers
+    runs = []
+    for name, streams in (("both-r", ["toy/full", "toy/hand"]), ("hand-r", ["toy/hand"])):
+        train_run(root / "store", root / name, config(streams, "data.reserve=0.2", epochs=10))
+        runs.append(root / name)
+    return root, runs
+
+
 @pytest.mark.parametrize("weighting", ["per-sample", "dataset"])
-def test_weighted_ensembles_train_and_report_their_weights(teachers, weighting):
-    root, runs = teachers
+def test_weighted_ensembles_train_and_report_their_weights(teachers, reserving_teachers, weighting):
+    root, runs = reserving_teachers if weighting == "dataset" else teachers
     out = root / f"student-{weighting}"
     summary = distill(runs, out, config(["toy/full"], epochs=3, weighting=weighting, temperature=2.0,
                                         w_gt=0.5), baseline=False)
@@ -259,11 +270,23 @@ def test_weighted_ensembles_train_and_report_their_weights(teachers, weighting):
     for weights in report["ensemble_weights"].values():
         assert len(weights) == 2 and sum(weights) == pytest.approx(1.0)
         assert weights[0] != pytest.approx(0.5)
-    assert info["calibration"]["videos"] == round(0.1 * SIZES["train"] / 10)
+    # calibrated on the train rows neither teacher trained on: the videos both reserved
+    reserved = json.loads((runs[0] / "reserved.json").read_text())["segment_ids"]
+    assert reserved == json.loads((runs[1] / "reserved.json").read_text())["segment_ids"]
+    teacher = json.loads((runs[1] / "run.json").read_text())["summary"]
+    handless_train = [segment for segment in HANDLESS if int(segment[1:]) < SIZES["train"]]
+    assert teacher["reserved_rows"] == len(reserved)
+    assert teacher["train_rows"] == SIZES["train"] - len(reserved) - len(handless_train)
+    calibration = info["calibration"]
+    assert calibration["rows"] == len(set(reserved) - set(HANDLESS)) > 0
+    assert calibration["videos"] == len({f"v{int(s[1:]) // 10:03d}" for s in reserved})
+    assert calibration["reserved_by_teacher"] == {str(r.resolve()): len(reserved) for r in runs}
 
 
 def test_distill_refuses_bad_requests(teachers, tmp_path):
     root, runs = teachers
+    with pytest.raises(ValueError, match=r"kept none out: train them with --set data.reserve=0.1"):
+        distill(runs, tmp_path / "w", config(["toy/full"], epochs=1, weighting="dataset"))
     with pytest.raises(ValueError, match="trained by the 'logreg' task, not by a loss"):
         distill(runs, tmp_path / "x", config(["toy/full"], head="logreg"))
     with pytest.raises(ValueError, match="not task"):
