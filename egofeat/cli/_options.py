@@ -20,11 +20,14 @@ import typer
 from pydantic import BaseModel
 
 from egofeat.pipelines import console as out
+from egofeat.recipes import Command, get_recipe
 from egofeat.pipelines.errors import USER_ERRORS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+RecipeOption = Annotated[str | None, typer.Option("--recipe", help="A named recipe (see `egofeat recipes`), "
+                                                  "under --config and --set.")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")]
 
@@ -32,6 +35,16 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a s
 def split_list(values: Iterable[str] | None) -> list[str]:
     """``["a,b", "c"]`` -> ``["a", "b", "c"]``: repeatable options that also take lists."""
     return [v.strip() for value in values or [] for v in str(value).split(",") if v.strip()]
+
+
+def recipe_layers(name: str | None, command: Command) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(layers, record)`` of ``--recipe NAME`` for ``command``: the config layers to lay under
+    the user's settings, and what the run records (nothing without a recipe). A name that is no
+    recipe of ``command`` is a KeyError naming the valid ones."""
+    if name is None:
+        return [], {}
+    recipe = get_recipe(name, command)
+    return [recipe.layer()], recipe.record()
 
 
 def user_errors(fn: F) -> F:

@@ -258,15 +258,18 @@ def _names_differ(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:
 # ---- 2. training the student ---------------------------------------------------------------
 
 
-def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) -> dict[str, Any]:
+def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None,
+                run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Distil ``config.teachers`` into the student run ``config.student``; write run folder
     ``config.out``.
 
     Caches the teachers' logits (or reuses them), trains the student (the ``distill`` task),
     with ``baseline`` also the same head on the same rows with cross-entropy only into
     ``out/baseline``, then writes the comparison report (when there is a val split or holdout).
-    The store defaults to the first teacher's. Returns a JSON-able summary.
+    The store defaults to the first teacher's. ``run_info`` (e.g. the recipe applied) goes into
+    both runs' ``run.json``. Returns a JSON-able summary.
     """
+    run_info = dict(run_info or {})
     started = time.perf_counter()
     student = config.student
     if head_task(student.head.name) != DEFAULT_TASK:
@@ -293,14 +296,16 @@ def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) ->
         "run": str(out), "teachers": cache.teachers, "teacher_stream": cache.to_dict(),
         "settings": options, "baseline": None,
         "student": train_run(store.path, out, distilled, subsets=(subsets or SubsetFiles()).load(),
-                             run_info={"distillation": info}),
+                             run_info={**run_info, "distillation": info}),
+        "recipe": run_info.get("recipe"),
     }
     if config.baseline:  # the same rows (those with teacher logits), cross-entropy only
         ce_only = _with_task(student, {**options, "w_distill": 0.0, "w_gt": 1.0, "weighting": "mean",
                                        "teacher_weights": None})
         summary["baseline"] = train_run(store.path, out / BASELINE_DIR, ce_only,
                                         subsets=(subsets or SubsetFiles()).load(),
-                                        run_info={"baseline_of": str(out), "teacher_stream": cache.stream})
+                                        run_info={**run_info, "baseline_of": str(out),
+                                                  "teacher_stream": cache.stream})
     if "metrics" in summary["student"]:
         summary["report"] = distill_report(out, cache, weights, subsets=subsets, settings=options)
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -71,6 +71,12 @@ class Recipe:
         return {"name": self.name, "command": self.command, "summary": self.summary,
                 "reference": self.reference, "settings": [s.to_json() for s in self.settings]}
 
+    def record(self) -> dict[str, Any]:
+        """What a run applying the recipe keeps (``run.json``): its name and its settings, each
+        with its value, source and note (``--config`` / ``--set`` may have overridden some: the
+        run's ``config`` says what ran)."""
+        return {"recipe": self.name, "recipe_settings": [s.to_json() for s in self.settings]}
+
 
 _RECIPES: dict[str, Recipe] = {}
 _LOADED = False
