@@ -245,3 +245,14 @@ def test_batches_cover_every_row_once_and_match_the_dataset():
     torch.testing.assert_close(from_dataset["features"]["a"], from_data["features"]["a"])
     torch.testing.assert_close(from_dataset["labels"]["verb"], from_data["labels"]["verb"])
     torch.testing.assert_close(from_dataset["index"], from_data["index"])
+
+
+def test_reserved_videos_are_the_same_whatever_else_a_run_loads():
+    from egofeat.heads.tasks import reserved_videos
+
+    videos = [f"P{i:02d}_{j:02d}" for i in range(40) for j in range(25)]
+    reserved = reserved_videos(videos, 0.1, seed=0)
+    assert 70 <= len(reserved) <= 130  # about a tenth of the 1000 videos
+    assert reserved_videos(videos[::3], 0.1, seed=0) == reserved & set(videos[::3])  # a stream lacking some
+    assert reserved_videos(videos, 0.1, seed=1) != reserved
+    assert reserved_videos(videos, 0.2, seed=0) > reserved  # a larger share keeps the smaller one

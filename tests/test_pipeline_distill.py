@@ -376,6 +376,24 @@ def test_load_head_data_reports_segments_without_teacher_logits(teachers):
     assert any(cached.stream in reason for reason in data.load_report.dropped)
 
 
+def test_distill_with_the_reference_recipe_records_it_in_both_runs(teachers):
+    root, runs = teachers
+    out = root / "student-recipe"
+    args = ["distill", "--teachers", ",".join(map(str, runs)), "--out", str(out), "--stream", "toy/full",
+            "--recipe", "mmdistill-iccv23", "--set", "trainer.epochs=2", "--device", "cpu", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["recipe"] == "mmdistill-iccv23"
+    for folder in (out, out / "baseline"):
+        info = json.loads((folder / "run.json").read_text())
+        assert info["recipe"] == "mmdistill-iccv23" and info["recipe_settings"]
+        trainer = info["config"]["trainer"]
+        assert (trainer["epochs"], trainer["batch_size"], trainer["monitor"]) == (2, 12, "val_action_top1")
+        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        best = max(history, key=lambda record: record["val_action_top1"])
+        assert info["summary"]["best_epoch"] == best["epoch"]  # the checkpoint the reference keeps
+
+
 # ---- the demo's distillation: what distillation exists for ---------------------------------
 
 

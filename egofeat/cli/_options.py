@@ -20,8 +20,8 @@ import typer
 from pydantic import BaseModel
 
 from egofeat.pipelines import console as out
-from egofeat.recipes import Command, get_recipe
 from egofeat.pipelines.errors import USER_ERRORS
+from egofeat.recipes import Command, get_recipe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
