@@ -197,3 +197,17 @@ def test_train_with_a_recipe_records_it_and_the_user_settings_still_win(tmp_path
     assert wrong.exit_code == 2 and len(wrong.output.strip().splitlines()) == 1
     assert "recipe 'mmdistill-iccv23' is for `egofeat distill`; recipes for `egofeat train`:" in wrong.output
     assert "trn-c1" in wrong.output and not (tmp_path / "x").exists()
+
+
+def test_recipes_md_has_a_table_of_every_published_recipe():
+    doc = (ROOT / "docs" / "RECIPES.md").read_text()
+    for name in PUBLISHED:
+        start = doc.index(f"### {name}") if f"### {name}" in doc else doc.index(f"(`{name}`)")
+        section = doc[start:doc.find("\n## ", start + 1)]
+        for setting in get_recipe(name).settings:
+            row = next((line for line in section.splitlines() if line.startswith(f"| `{setting.key}` |")), None)
+            assert row is not None, (name, setting.key)
+            assert f"`{json.dumps(setting.to_json()['value'])}`" in row, (name, row)
+    assert "(docs/RECIPES.md)" in (ROOT / "README.md").read_text()  # the README links it
+    for name in DEFAULTS:
+        assert f"`{name}`" in doc
