@@ -36,7 +36,7 @@ from egofeat._util.settings import (
 )
 from egofeat.heads.config import RunConfig, TrainConfig, load_config
 from egofeat.heads.xmic import XMIC_TRAINER
-from egofeat.recipes import Command, get_recipe
+from egofeat.recipes import Command, Recipe, get_recipe
 
 __all__ = [
     "CROPS",
@@ -48,7 +48,7 @@ __all__ = [
     "XMICRunConfig",
     "load",
     "load_config",
-    "recipe_layers",
+    "chosen_recipe",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -205,7 +205,6 @@ class DistillConfig(_Settings):
     store: StoreLocation | None = Field(None, description="The feature store (default: the first teacher's).")
     baseline: bool = Field(True, description="Also train the head with CE only, for the report.")
     teacher_stream: str | None = Field(None, description="Name of the cached teacher-logit stream.")
-    calibration_fraction: float = Field(0.1, gt=0, lt=1, description="dataset weighting: share of rows calibrating the weights.")
     student: RunConfig = Field(default_factory=RunConfig)
 
 
@@ -224,23 +223,22 @@ class ProtocolConfig(_Settings):
     save_similarity: Path | None = Field(None, description="ek100-mir: write the similarity matrix (.npy, with row and column id files).")
 
 
-def recipe_layers(
+def chosen_recipe(
     command: Command,
+    name: str | None = None,
     path: str | os.PathLike[str] | None = None,
     overrides: Iterable[str] = (),
-    values: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """The settings of the named recipe the user chose, as :func:`load`'s ``layers``: ``recipe``
-    from the command's options (``values``), else a ``recipe=NAME`` override, else the settings
-    file; none when no recipe is named (a ``KeyError`` naming the valid ones for a wrong name)."""
-    name = (values or {}).get("recipe")
+) -> Recipe | None:
+    """The recipe the user chose for ``command``: ``name`` (``--recipe``), else a
+    ``recipe=NAME`` override, else the settings file's ``recipe``; None when none is named
+    (a ``KeyError`` naming the valid ones for a wrong name)."""
     for text in overrides:
         key, sep, value = text.partition("=")
         if name is None and sep and key.strip() == "recipe":
             name = value.strip()
     if name is None and path is not None:
         name = read_settings_file(path).get("recipe")
-    return [get_recipe(str(name), command).layer()] if name else []
+    return get_recipe(str(name), command) if name else None
 
 
 def load(

@@ -264,3 +264,14 @@ def test_a_vocabulary_in_another_order_takes_the_labels_by_name(store):
     same = load_head_data(store, ["clip/full"], tasks=["verb"], splits=["val"],
                           vocabularies={"verb": kept["verb"]})
     assert same.labels["verb"].tolist() == table["verb_class"].to_list()
+
+
+def test_reserved_videos_are_the_same_whatever_else_a_run_loads():
+    from egofeat.heads.tasks import reserved_videos
+
+    videos = [f"P{i:02d}_{j:02d}" for i in range(40) for j in range(25)]
+    reserved = reserved_videos(videos, 0.1, seed=0)
+    assert 70 <= len(reserved) <= 130  # about a tenth of the 1000 videos
+    assert reserved_videos(videos[::3], 0.1, seed=0) == reserved & set(videos[::3])  # a stream lacking some
+    assert reserved_videos(videos, 0.1, seed=1) != reserved
+    assert reserved_videos(videos, 0.2, seed=0) > reserved  # a larger share keeps the smaller one

@@ -204,3 +204,49 @@ def test_dropout_matches_torch_semantics():
     assert abs(kept.float().mean().item() - 0.75) < 0.01
     torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
     assert dropout.eval()(x) is x
+
+
+# ---- the C1 options: bottleneck init, TSN-style segment sampling --------------------------------
+
+
+@pytest.mark.parametrize("name,layer", [("tsn", "classifier.tasks.verb"), ("trn", "frame_fc"),
+                                        ("tsm", "classifier.tasks.noun")])
+def test_init_std_draws_the_per_frame_layer_from_a_narrow_normal(name, layer):
+    head = create_head(name, in_dims={"a": 512}, num_frames=8, num_classes={"verb": 97, "noun": 300},
+                       init_std=0.001, **SMALL[name])
+    weight, bias = head.get_submodule(layer).weight, head.get_submodule(layer).bias
+    assert weight.std().item() == pytest.approx(0.001, rel=0.1) and abs(weight.mean().item()) < 1e-4
+    assert torch.equal(bias, torch.zeros_like(bias))
+    default = create_head(name, in_dims={"a": 512}, num_frames=8, num_classes={"verb": 97, "noun": 300},
+                          **SMALL[name])
+    assert default.get_submodule(layer).weight.std().item() > 0.01  # torch's default: ~1/sqrt(3 fan_in)
+
+
+def test_bins_train_on_one_frame_per_bin_and_tsn_tests_on_every_frame():
+    torch.manual_seed(0)
+    head = create_head("tsn", in_dims={"a": 4}, num_frames=24, num_classes={"verb": 3}, dropout=0.0, bins=8)
+    frames = torch.arange(24.0)[None, :, None].expand(2, 24, 4)  # frame t holds the value t
+    seen = []
+    head.frames.register_forward_hook(lambda module, args, output: seen.append(output[..., 0]))
+    head.train()({"features": {"a": frames}})
+    picked = seen[-1]
+    assert picked.shape == (2, 8)
+    assert torch.equal(picked // 3, torch.arange(8.0).expand(2, 8))  # one of the 3 frames of each bin
+    head.eval()({"features": {"a": frames}})
+    assert torch.equal(seen[-1], frames[..., 0])  # evaluation: all 24 frames (C1 tests TSN on 25)
+    layer = head.classifier.tasks["verb"]
+    expected = layer(frames.mean(dim=1))  # the mean of per-frame logits of a linear layer
+    assert torch.allclose(head({"features": {"a": frames}})["verb"], expected, atol=1e-5)
+
+
+def test_trn_with_bins_is_built_for_the_bins_and_reads_their_centres_at_evaluation():
+    head = create_head("trn", in_dims={"a": 4}, num_frames=16, num_classes={"verb": 3}, bins=8,
+                       **SMALL["trn"])
+    assert head.num_frames == 8 and head.scales[0] == 8
+    seen = []
+    head.frames.register_forward_hook(lambda module, args, output: seen.append(output[..., 0]))
+    frames = torch.arange(16.0)[None, :, None].expand(2, 16, 4)
+    head.eval()({"features": {"a": frames}})
+    assert torch.equal(seen[-1], (torch.arange(8.0) * 2).expand(2, 8))  # per_bin 2: the earlier middle frame
+    with pytest.raises(ValueError, match="12 frames per segment, not a multiple of head.bins=8"):
+        head({"features": {"a": torch.zeros(2, 12, 4)}})

@@ -185,3 +185,63 @@ def test_bad_indexes_are_refused_with_the_culprit_named():
     assert index.verbs == ["", "", ""]
     with pytest.raises(ValueError, match="dimension 2, the index 3"):
         index.search(np.ones(2), 1)
+
+
+# ---- EILEV's sampler: random draws inside the buckets ---------------------------------------
+
+
+def eilev(index, query="q", k=4, **kwargs):
+    return select_in_context_examples(index, query, k, sampler="eilev-random", include_query=False, **kwargs)
+
+
+def test_eilev_sampler_draws_at_random_inside_the_buckets_with_its_quotas():
+    index = pool_index()
+    draws = [chosen(eilev(index, seed=seed, order="similarity")) for seed in range(40)]
+    for picked in draws:  # int(4 * 0.5) = 2 of the 3 verb candidates, then both noun ones
+        assert sorted(b for _, b in picked) == ["noun", "noun", "verb", "verb"]
+        assert {s for s, b in picked if b == "verb"} <= {"v1", "v2", "v3"}
+        assert {s for s, b in picked if b == "noun"} == {"n1", "n2"}
+    verb_pairs = {frozenset(s for s, b in picked if b == "verb") for picked in draws}
+    assert len(verb_pairs) == 3  # every pair of the three, not the two most similar
+    ranked = chosen(select_in_context_examples(index, "q", 4, order="similarity", include_query=False))
+    assert {s for s, b in ranked if b == "verb"} == {"v2", "v3"}  # the other sampler: most similar
+    assert chosen(eilev(index, seed=3)) == chosen(eilev(index, seed=3))
+
+
+def test_eilev_sampler_redoes_the_split_when_a_bucket_runs_dry_then_draws_the_rest():
+    index = pool_index()
+    # k=5: int(5 * 0.5) = 2 verb and 3 noun asked; the noun bucket holds 2, so the split is
+    # redone on the one left, which the verb bucket alone can give: nothing from the rest
+    picked = chosen(eilev(index, k=5, seed=0))
+    assert sorted(b for _, b in picked) == ["noun", "noun", "verb", "verb", "verb"]
+    for seed in range(20):  # k=7: both buckets dry after 5, two of the others at random
+        picked = dict(chosen(eilev(index, k=7, seed=seed)))
+        assert [s for s, b in picked.items() if b == "fill"] and len(picked) == 7
+        assert {s for s, b in picked.items() if b == "fill"} <= {"o1", "o2", "o3", "o4"}
+        assert "q" not in picked and "dup" not in picked  # never the query, never its exact action
+    fills = {frozenset(s for s, b in chosen(eilev(index, k=7, seed=seed)) if b == "fill") for seed in range(30)}
+    assert len(fills) > 3
+
+
+def test_eilev_sampler_never_buckets_the_other_verb_or_an_empty_noun():
+    rows = [
+        ("q", "[other]", "cup", 1.0),
+        ("a", "[other]", "plate", 0.9),  # same catch-all verb: not a verb-bucket example
+        ("b", "wash", "cup", 0.5),
+        ("d", "[other]", "cup", 0.8),  # exact duplicate
+    ]
+    picked = dict(chosen(eilev(pool_index(rows), k=2, seed=0)))
+    assert picked == {"b": "noun", "a": "fill"}
+    rows = [("q", "take", "", 1.0), ("a", "take", "cup", 0.9), ("b", "put", "", 0.5), ("c", "take", "", 0.3)]
+    picked = dict(chosen(eilev(pool_index(rows), k=3, seed=0)))
+    assert picked == {"a": "verb", "b": "fill"}  # no noun bucket for "", and never the duplicate c
+
+
+def test_one_generator_draws_a_run_of_queries_as_eilev_presamples():
+    index = pool_index()
+    rng = np.random.default_rng(42)
+    first = [chosen(eilev(index, query, rng=rng)) for query in ("q", "v1", "n1")]
+    rng = np.random.default_rng(42)
+    assert [chosen(eilev(index, query, rng=rng)) for query in ("q", "v1", "n1")] == first
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        select_in_context_examples(index, "q", sampler="random")

@@ -23,7 +23,8 @@ from egofeat.heads import (
     load_config,
     predict,
 )
-from egofeat.heads.optim import create_scheduler, param_groups, scheduled_lr
+from egofeat.heads.config import ConfigError
+from egofeat.heads.optim import create_optimizer, create_scheduler, param_groups, scheduled_lr
 from egofeat.heads.trainer import evaluate, topk_accuracy
 
 PROVENANCE = {
@@ -210,8 +211,14 @@ def test_metrics_log_and_history_fields(tmp_path):
     assert records == result.history
     assert set(records[0]) == {
         "epoch", "lr", "train_loss", "val_loss", "seconds", "val_top1_mean",
-        "val_verb_top1", "val_verb_top5", "val_noun_top1", "val_noun_top5",
+        "val_verb_top1", "val_verb_top5", "val_noun_top1", "val_noun_top5", "val_action_top1",
     }  # fmt: skip
+
+    model = head("tsn", train)  # action top-1: verb and noun both right, as the EPIC scorer counts
+    metrics = evaluate(model, val, tasks=iter(["verb", "noun"]), device="cpu", precision="fp32")
+    outputs = model.eval()(val.batch(torch.arange(len(val))))
+    both = (outputs["verb"].argmax(1) == val.labels["verb"]) & (outputs["noun"].argmax(1) == val.labels["noun"])
+    assert metrics["val_action_top1"] == pytest.approx(100 * both.float().mean().item())
 
 
 def test_loss_function_is_pluggable():
@@ -425,3 +432,30 @@ def test_time_pooled_heads_train_on_time_means_computed_once():
     for got, want in zip(pooled.history, reference.history, strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
         assert got["val_top1_mean"] == want["val_top1_mean"]
+
+
+def test_step_schedule_decays_at_the_epochs_torch_multisteplr_does():
+    """The C1 baselines: SGD, x0.1 at epochs 20 and 40, stepped once per epoch."""
+    lrs = _lrs(50 * 3, per_epoch=3, epochs=50, warmup_epochs=0, schedule="step", decay_epochs=(20, 40),
+               step_on_epochs=True)
+    model = torch.nn.Linear(1, 1)
+    reference = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD(model.parameters(), lr=1.0), [20, 40])
+    expected = []
+    for _ in range(50):
+        expected += [reference.get_last_lr()[0]] * 3
+        reference.optimizer.step()
+        reference.step()
+    assert lrs == pytest.approx(expected)
+    per_step = _lrs(12, per_epoch=2, epochs=6, warmup_epochs=0, schedule="step", decay_epochs=(2.5,))
+    assert per_step[:5] == [1.0] * 5 and per_step[5:] == pytest.approx([0.1] * 7)
+    with pytest.raises(ConfigError, match="decay_epochs"):
+        load_config(None, ["trainer.schedule=step"])
+
+
+def test_sgd_with_momentum_is_the_c1_optimizer():
+    model = torch.nn.Linear(4, 2)
+    run = load_config(None, ["trainer.optimizer=sgd", "trainer.momentum=0.9", "trainer.lr=0.01"])
+    optimizer = create_optimizer(model, run.trainer, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert [(g["momentum"], g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
+        (0.9, 0.01, 1e-4), (0.9, 0.01, 0.0)]  # biases are not decayed, as C1's decay_mult 0

@@ -614,3 +614,7 @@ def test_demo_json_reports_store_streams_and_counts(tmp_path):
     assert {"tiny/full", "tiny/hand", "tiny/text/narration"} <= set(summary["streams"])
     assert summary["extract"]["ok"] == {"tiny/full": 12, "tiny/hand": 12}
     assert summary["extract"]["segments"] == 12 and not summary["extract"]["failed"]
+    gain = summary["distill_gain"]  # both numbers and their difference (the margin: test_pipeline_distill)
+    assert gain["recipe"] == "mmdistill-iccv23" and gain["student_stream"] == "synthetic/rgb"
+    for task in ("verb", "noun", "action"):
+        assert gain[task]["gain"] == pytest.approx(gain[task]["distilled"] - gain[task]["ce_only"])

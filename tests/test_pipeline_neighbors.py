@@ -94,3 +94,29 @@ def test_unknown_queries_and_text_output(store):
     assert result.exit_code == 2 and "nope" in result.output
     text = runner.invoke(app, ["neighbors", "--store", str(store), "--stream", "toy/full", "--query", "q"])
     assert text.exit_code == 0 and "in-context examples of q" in text.output
+
+
+def test_the_eilev_recipe_draws_at_random_and_is_recorded(store, tmp_path):
+    drawn = neighbors(store, "--query", "q", "--query", "v1", "--recipe", "eilev-incontext", "--k", "2")
+    assert (drawn["recipe"], drawn["sampler"], drawn["seed"], drawn["verb_ratio"]) == (
+        "eilev-incontext", "eilev-random", 42, 0.5)  # the recipe's settings, --k over them
+    assert {s["key"] for s in drawn["recipe_settings"]} == {"sampler", "k", "verb_ratio", "order", "seed"}
+    assert drawn["k"] == 2 and [len(r["examples"]) for r in drawn["results"]] == [3, 3]
+    again = neighbors(store, "--query", "q", "--query", "v1", "--recipe", "eilev-incontext", "--k", "2")
+    assert [chosen(r) for r in again["results"]] == [chosen(r) for r in drawn["results"]]
+    verb_examples = set()
+    for seed in range(12):  # random draws in the verb bucket {v1, v2, v3}: not always the most similar
+        result = neighbors(store, "--query", "q", "--recipe", "eilev-incontext", "--k", "2", "--seed", str(seed))
+        verb_examples |= {s for s, b in chosen(result["results"][0]) if b == "verb"}
+    assert verb_examples == {"v1", "v2", "v3"}
+    settings = tmp_path / "n.toml"
+    settings.write_text('sampler = "similarity-ranked"\n')
+    ranked = neighbors(store, "--query", "q", "--recipe", "eilev-incontext", "--config", str(settings),
+                       "--set", "k=2")
+    assert ranked["sampler"] == "similarity-ranked" and ranked["recipe"] == "eilev-incontext"
+    assert {s for s, b in chosen(ranked["results"][0]) if b == "verb"} == {"v2"}  # the most similar
+    wrong = runner.invoke(app, ["neighbors", "--store", str(store), "--stream", "toy/full", "--query", "q",
+                                "--recipe", "trn-c1"])
+    assert wrong.exit_code == 2
+    assert "recipe 'trn-c1' is for `egofeat train`; recipes for `egofeat neighbors`: " in wrong.output
+    assert "eilev-incontext" in wrong.output and len(wrong.output.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from egofeat.cli import app
-from egofeat.config import XMICRunConfig, load, recipe_layers
+from egofeat.config import XMICRunConfig, chosen_recipe, load
 from egofeat.heads import TrainConfig
 from egofeat.heads.optim import create_optimizer, create_scheduler, scheduled_lr
 from egofeat.pipelines.synthetic_domains import write_synthetic_domains
@@ -59,12 +59,13 @@ def test_recipe_named_in_a_settings_file_or_by_set(tmp_path):
     path = tmp_path / "x.toml"
     path.write_text('recipe = "xmic-cvpr24"\nseed = 3\n')
     config = load(XMICRunConfig, path, [], {"store": "s", "out": str(tmp_path)},
-                  layers=recipe_layers("run xmic", path))
+                  layers=[chosen_recipe("run xmic", path=path).layer()])
     assert (config.recipe, config.selection, config.seed) == ("xmic-cvpr24", "target-val", 3)
-    assert recipe_layers("run xmic", None, ["recipe=xmic-egofeat"]) == [get_recipe("xmic-egofeat").layer()]
-    assert recipe_layers("run xmic") == []
+    assert chosen_recipe("run xmic", overrides=["recipe=xmic-egofeat"]) is get_recipe("xmic-egofeat")
+    assert chosen_recipe("run xmic", "xmic-cvpr24", path, ["recipe=xmic-egofeat"]).name == "xmic-cvpr24"
+    assert chosen_recipe("run xmic") is None
     with pytest.raises(KeyError, match="no recipe 'nope'.*xmic-cvpr24"):
-        recipe_layers("run xmic", values={"recipe": "nope"})
+        chosen_recipe("run xmic", "nope")
 
 
 def test_xmic_cvpr24_trains_on_every_source_train_segment_and_records_it(tmp_path):

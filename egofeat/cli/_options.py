@@ -19,12 +19,16 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from pydantic import BaseModel
 
+from egofeat.config import chosen_recipe
 from egofeat.pipelines import console as out
 from egofeat.pipelines.errors import USER_ERRORS
+from egofeat.recipes import Command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+RecipeOption = Annotated[str | None, typer.Option("--recipe", help="A named recipe (see `egofeat recipes`), "
+                                                  "under --config and --set.")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings file.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")]
 
@@ -32,6 +36,16 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a s
 def split_list(values: Iterable[str] | None) -> list[str]:
     """``["a,b", "c"]`` -> ``["a", "b", "c"]``: repeatable options that also take lists."""
     return [v.strip() for value in values or [] for v in str(value).split(",") if v.strip()]
+
+
+def recipe_layers(name: str | None, command: Command, config: Path | None = None,
+                  overrides: Iterable[str] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(layers, record)`` of the recipe chosen for ``command`` (``--recipe NAME``, or, for
+    commands whose settings name one, ``recipe=NAME`` in ``--set`` or the ``--config`` file):
+    the config layers to lay under the user's settings, and what the run records (nothing
+    without a recipe). A name that is no recipe of ``command`` is a KeyError naming the valid ones."""
+    recipe = chosen_recipe(command, name, config, overrides)
+    return ([recipe.layer()], recipe.record()) if recipe is not None else ([], {})
 
 
 def user_errors(fn: F) -> F:

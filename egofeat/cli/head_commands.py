@@ -1,4 +1,4 @@
-"""Head commands: train, eval, predict, fuse, submit, distill, neighbors, heads, encoders, demo."""
+"""Head commands: train, eval, predict, fuse, submit, distill, neighbors, heads, recipes, encoders, demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from egofeat.cli._app import app
 from egofeat.cli._options import (
     ConfigOption,
     JsonOption,
+    RecipeOption,
     SetOption,
     model_flags,
     model_options,
+    recipe_layers,
     split_list,
     user_errors,
 )
@@ -49,6 +51,7 @@ def train(
     head: HeadOption = None,
     loss: Annotated[str | None, typer.Option(help="--head retrieval: infonce | egonce | mimm (sets head.loss).")] = None,
     task: TaskOption = None,
+    recipe: RecipeOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     epochs: EpochsOption = None,
@@ -64,10 +67,11 @@ def train(
     from egofeat.pipelines.evaluate import SubsetFiles
     from egofeat.pipelines.train import train_run
 
+    layers, record = recipe_layers(recipe, "train")
     values = _run_values(stream, head, task, epochs, device, json_output, **{"head.loss": loss})
-    run_config = load_config(config, set_ or [], values)
+    run_config = load_config(config, set_ or [], values, layers=layers)
     summary = train_run(store, out_dir, run_config, resume=resume,
-                        subsets=SubsetFiles(unseen, tail_verbs, tail_nouns).load())
+                        subsets=SubsetFiles(unseen, tail_verbs, tail_nouns).load(), run_info=record)
     out.print_json(summary) if json_output else out.print_run_summary(summary)
 
 
@@ -125,15 +129,21 @@ def neighbors(
     store: Annotated[str, typer.Option(help="The feature store.")],
     stream: Annotated[str, typer.Option(help="Stream whose (frame-averaged) features are compared.")],
     query: Annotated[list[str], typer.Option(help="Query segment id; repeatable.")],
+    recipe: RecipeOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
     json_output: JsonOption = False,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """EILEV-style in-context examples of segments: verb/noun bucket quotas, no exact (verb, noun)
-    duplicates, ranked by feature similarity; each with its video id and frame times."""
+    """In-context examples of segments with EILEV's verb/noun buckets and quotas, no exact (verb,
+    noun) duplicates; drawn at random as EILEV does (--sampler eilev-random, recipe
+    eilev-incontext) or ranked by feature similarity; each with its video id and frame times."""
     from egofeat.pipelines.neighbors import in_context_examples
 
-    options = load(NeighborOptions, values=values, flags=model_flags(NeighborOptions, {"splits": "--split"}))
-    summary = in_context_examples(store, stream, split_list(query), options)
+    layers, record = recipe_layers(recipe, "neighbors")
+    options = load(NeighborOptions, config, set_ or [], values, layers=layers,
+                   flags=model_flags(NeighborOptions, {"splits": "--split"}))
+    summary = in_context_examples(store, stream, split_list(query), options, record=record)
     out.print_json(summary) if json_output else out.print_neighbors(summary)
 
 
@@ -184,25 +194,29 @@ def distill(
     baseline: Annotated[bool, typer.Option(help="Also train the head with CE only, for the report.")] = True,
     teacher_stream: Annotated[str | None, typer.Option(help="Name of the cached teacher-logit stream.")] = None,
     task: TaskOption = None,
+    recipe: RecipeOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     epochs: EpochsOption = None,
     device: DeviceOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Distil teacher runs (cached logits) into a student head on one stream; report vs CE-only."""
+    """Distil teacher runs (cached logits) into a student head on one stream; report vs CE-only.
+
+    --config / --set / --recipe configure the student run (and its CE-only twin)."""
     from egofeat.config import DistillConfig, load_config
     from egofeat.pipelines.distill import run_distill
 
+    layers, record = recipe_layers(recipe, "distill")
     distilling = {"task.name": "distill", "task.weighting": weighting, "task.tau_w": tau_w,
                   "task.temperature": temperature, "task.w_distill": w_distill, "task.w_gt": w_gt}
     student = load_config(config, set_ or [], _run_values(stream, head, task, epochs, device,
-                                                           json_output, **distilling))
+                                                           json_output, **distilling), layers=layers)
     run = load(DistillConfig, values={"teachers": split_list(teachers), "out": out_dir, "store": store,
                                       "baseline": baseline, "teacher_stream": teacher_stream,
                                       "student": student.to_dict()},
                flags=model_flags(DistillConfig))
-    summary = run_distill(run)
+    summary = run_distill(run, run_info=record)
     out.print_json(summary) if json_output else out.print_distill_summary(summary)
 
 
@@ -258,6 +272,21 @@ def heads(json_output: JsonOption = False) -> None:
         options = ", ".join(f"{k}={v!r}" for k, v in head["options"].items())
         out.console.print(f"[bold]{name}[/bold]  (task {head['task']})  {options}")
     out.console.print(f"tasks: {', '.join(catalog['tasks'])}")
+
+
+@app.command()
+@user_errors
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this recipe's settings.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Named recipes: published settings (each with the file it comes from) and egofeat's own
+    defaults. Apply one with `egofeat train|distill|neighbors --recipe NAME`; --config and --set
+    still override its settings."""
+    from egofeat.pipelines.catalog import describe_recipes
+
+    catalog = describe_recipes(name)
+    out.print_json(catalog) if json_output else out.print_recipes(catalog)
 
 
 @app.command()

@@ -14,9 +14,10 @@ from egofeat.cli._options import (
     SetOption,
     model_flags,
     model_options,
+    recipe_layers,
     user_errors,
 )
-from egofeat.config import XMICRunConfig, load, recipe_layers
+from egofeat.config import XMICRunConfig, load
 from egofeat.pipelines import console as out
 
 RENAMES = {"selection": "--select", "tasks": "--task"}
@@ -46,7 +47,7 @@ def run_xmic(
         settings["extract"] = load_extract_jobs(extract_jobs)
     if epochs is not None:
         settings["trainer.epochs"] = epochs
-    layers = recipe_layers("run xmic", config, set_ or [], settings)
+    layers, _ = recipe_layers(settings.get("recipe"), "run xmic", config, set_ or [])
     options = load(XMICRunConfig, config, set_ or [], settings, flags=model_flags(XMICRunConfig, RENAMES),
                    layers=layers)
     report = run(options)

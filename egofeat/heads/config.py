@@ -64,12 +64,15 @@ class _Settings(BaseModel):
 class TrainConfig(_Settings):
     """How the trainer runs (see :class:`egofeat.heads.trainer.Trainer`).
 
+    The optimizer is ``adamw`` (``betas``) or ``sgd`` (``momentum``, as the EPIC C1 baselines).
     The learning rate warms up linearly over ``warmup_epochs``, then follows ``schedule``:
-    ``cosine`` down to ``lr * min_lr_ratio``, ``linear`` decay to it, or ``constant``; it is
-    updated every optimizer step, or once per epoch with ``step_on_epochs`` (timm's
+    ``cosine`` down to ``lr * min_lr_ratio``, ``linear`` decay to it, ``constant``, or ``step``:
+    multiplied by ``decay_rate`` at each epoch of ``decay_epochs`` (counted after the warm-up);
+    it is updated every optimizer step, or once per epoch with ``step_on_epochs`` (timm's
     schedulers). ``warmup_rule``: ``timm`` rises from ``warmup_lr`` to ``lr``; ``dassl`` is
     ``warmup_lr`` at the first step (or epoch) ``t = 0``, then ``lr * t / warmup`` (Dassl's
-    ``LinearWarmupScheduler``, X-MIC's: 1e-7, 1e-4, 2e-4, 3e-4, 4e-4, then 5e-4). Weight decay skips biases and norm scales unless
+    ``LinearWarmupScheduler``, X-MIC's: 1e-7, 1e-4, 2e-4, 3e-4, 4e-4, then 5e-4). Weight decay
+    skips biases and norm scales unless
     ``decay_all_parameters``. Early stopping watches ``monitor`` (a key of the per-epoch
     metrics; names ending in ``loss`` are minimised, others maximised; ``None``: the task's
     default) and stops after ``patience`` epochs without improvement (``None`` disables it).
@@ -87,8 +90,12 @@ class TrainConfig(_Settings):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     decay_all_parameters: bool = False
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant", "step"] = "cosine"
+    decay_epochs: tuple[float, ...] = ()
+    decay_rate: float = Field(0.1, gt=0, le=1)
     warmup_epochs: float = Field(1.0, ge=0)
     warmup_lr: float = Field(0.0, ge=0)
     warmup_rule: Literal["timm", "dassl"] = "timm"
@@ -106,6 +113,14 @@ class TrainConfig(_Settings):
     num_threads: int | None = Field(None, ge=1)
     features_on_device: bool = True
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _step_schedule(self) -> TrainConfig:
+        if self.schedule == "step" and not self.decay_epochs:
+            raise ValueError("schedule 'step' needs decay_epochs (e.g. [20, 40])")
+        if list(self.decay_epochs) != sorted(self.decay_epochs) or any(e <= 0 for e in self.decay_epochs):
+            raise ValueError(f"decay_epochs must be positive and increasing, got {list(self.decay_epochs)}")
+        return self
 
 
 class _Named(BaseModel):
@@ -190,6 +205,10 @@ class DataConfig(_Settings):
 
     ``val_split`` is the split early stopping and the reported metrics use; when the store
     lacks it, ``holdout`` of the train videos is held out instead (``0``: no validation).
+    ``reserve`` keeps about that share of the train videos out of training altogether (chosen
+    by a hash of ``trainer.seed`` and the video id, so runs with one seed reserve the same
+    videos whatever streams they read); the run folder lists them (``reserved.json``), and a
+    distillation with dataset-level weights calibrates its teachers on them.
     """
 
     streams: list[str] = Field(default_factory=list)
@@ -197,6 +216,7 @@ class DataConfig(_Settings):
     train_split: str = "train"
     val_split: str | None = "val"
     holdout: float = Field(0.1, ge=0, lt=1)
+    reserve: float = Field(0.0, ge=0, lt=1)
     cache_dir: str | None = None
 
 

@@ -8,7 +8,17 @@ other streams' frames. Streams in the batch that the head was not built for are 
 batch may carry extra inputs (e.g. cached teacher logits) for the loss.
 
 Architectures follow the EPIC-KITCHENS TSN/TRN/TSM baselines, moved onto stored per-frame
-vectors (see ``reference/heads.md`` §7).
+vectors (see ``reference/heads.md`` §7). Two options bring them closer to the C1 code (the
+``tsn-c1`` / ``trn-c1`` / ``tsm-c1-features`` recipes set them):
+
+* ``init_std``: the per-frame layer after the dropout (TSN's classifier, TRN's bottleneck, the
+  TSM-style head's classifier) starts from ``N(0, init_std)`` weights and zero biases (C1: 0.001)
+  instead of torch's default.
+* ``bins``: TSN-style segment sampling over a stream stored with ``bins * K`` frames per segment
+  (``--sampling oversampled --per-bin K``): training reads one random frame of each bin, the same
+  frames in every stream (:mod:`egofeat.heads.jitter`); evaluation reads every stored frame for
+  TSN (C1 tests TSN on 25 frames; its consensus is a mean, so it takes any count) and the bin
+  centres for TRN and the TSM-style head (they need ``bins`` frames).
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from egofeat.heads.jitter import gather_frames, oversampled_bin_indices
 from egofeat.heads.registry import ANY_STREAM, register_head
 
 __all__ = [
     "Dropout",
+    "FrameBins",
     "LinearHead",
     "MLPHead",
     "ShiftMLPBlock",
@@ -103,6 +115,49 @@ class StreamInput(nn.Module):
         return torch.cat([x.expand(-1, frames, -1) for x in xs], dim=-1).float()
 
 
+class FrameBins(nn.Module):
+    """TSN-style segment sampling of ``(B, bins * K, D)`` frames (see the module docstring).
+
+    Training draws one of the ``K`` frames of each bin per sample (torch's global RNG, which the
+    trainer seeds and checkpoints); evaluation keeps every frame (``eval_frames="all"``) or the
+    bin centres (``"centres"``). ``bins=None`` passes the frames through.
+    """
+
+    def __init__(self, bins: int | None, eval_frames: str = "centres") -> None:
+        super().__init__()
+        if bins is not None and bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        if eval_frames not in ("all", "centres"):
+            raise ValueError(f"eval_frames must be 'all' or 'centres', got {eval_frames!r}")
+        self.bins = bins
+        self.eval_frames = eval_frames
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bins is None:
+            return x
+        frames = x.shape[1]
+        if frames % self.bins:
+            raise ValueError(
+                f"the stream has {frames} frames per segment, not a multiple of head.bins="
+                f"{self.bins}: extract it with --frames {self.bins} (and --sampling oversampled "
+                f"--per-bin K), or set head.bins to a divisor of {frames}"
+            )
+        if not self.training and self.eval_frames == "all":
+            return x
+        index = oversampled_bin_indices(x.shape[0], self.bins, frames // self.bins, train=self.training)
+        return gather_frames(x, index)
+
+
+def _init_normal(layers: list[nn.Linear], std: float | None) -> None:
+    """``N(0, std)`` weights and zero biases (the C1 baselines' new layer); ``None``: keep
+    torch's default initialisation."""
+    if std is None:
+        return
+    for layer in layers:
+        nn.init.normal_(layer.weight, 0.0, std)
+        nn.init.zeros_(layer.bias)
+
+
 class TaskClassifier(nn.Module):
     """One linear layer per task: ``(B, D)`` -> {task: ``(B, C_task)``}."""
 
@@ -164,19 +219,28 @@ class TSNHead(nn.Module):
 
     Averaging per-frame logits of a linear layer equals the layer applied to the mean of the
     (dropped-out) frames, which is what is computed. It differs from :class:`LinearHead` by
-    dropping features independently in every frame.
+    dropping features independently in every frame. ``bins`` and ``init_std``: see the module
+    docstring (at evaluation TSN reads every stored frame).
     """
 
     def __init__(
-        self, in_dims: Mapping[str, int], num_classes: Mapping[str, int], dropout: float = 0.5
+        self,
+        in_dims: Mapping[str, int],
+        num_classes: Mapping[str, int],
+        dropout: float = 0.5,
+        *,
+        bins: int | None = None,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         self.input = StreamInput(in_dims)
+        self.frames = FrameBins(bins, eval_frames="all")
         self.dropout = Dropout(dropout)
         self.classifier = TaskClassifier(self.input.dim, num_classes)
+        _init_normal(list(self.classifier.tasks.values()), init_std)
 
     def forward(self, batch: Mapping) -> dict[str, Tensor]:
-        frames = self.dropout(self.input(batch["features"]))
+        frames = self.dropout(self.frames(self.input(batch["features"])))
         return self.classifier(frames.mean(dim=1))
 
 
@@ -224,6 +288,7 @@ class TRNHead(nn.Module):
       lower-variance estimate (``eval_subsets=70`` averages every subset when T=8).
 
     With T=1 there is no relation of two frames; a single scale ``k=1`` reads the one frame.
+    ``bins`` (T is then ``bins``) and ``init_std`` (of the bottleneck): see the module docstring.
     """
 
     def __init__(
@@ -237,6 +302,9 @@ class TRNHead(nn.Module):
         max_subsets: int = 3,
         eval_subsets: int = 3,
         eval_seed: int = 0,
+        *,
+        bins: int | None = None,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         if max_subsets < 1 or eval_subsets < 1:
@@ -244,10 +312,13 @@ class TRNHead(nn.Module):
                 f"max_subsets and eval_subsets must be >= 1, got {max_subsets}, {eval_subsets}"
             )
         self.input = StreamInput(in_dims)
+        self.frames = FrameBins(bins, eval_frames="centres")
+        num_frames = bins or num_frames
         self.num_frames = num_frames
         self.num_classes = dict(num_classes)
         self.dropout = Dropout(dropout)
         self.frame_fc = nn.Linear(self.input.dim, bottleneck)
+        _init_normal([self.frame_fc], init_std)
         self.scales = list(range(num_frames, 1, -1)) or [1]
         self.train_counts = [min(max_subsets, math.comb(num_frames, k)) for k in self.scales]
         total_classes = sum(self.num_classes.values())
@@ -282,7 +353,7 @@ class TRNHead(nn.Module):
         return F.linear(pooled, layers["fc2"].weight) + layers["fc2"].bias * (weight * count)
 
     def forward(self, batch: Mapping) -> dict[str, Tensor]:
-        x = self.input(batch["features"])
+        x = self.frames(self.input(batch["features"]))
         if x.shape[1] != self.num_frames:
             raise ValueError(
                 f"TRN head was built for {self.num_frames} frames, got {x.shape[1]}; "
@@ -337,7 +408,9 @@ class TSMHead(nn.Module):
 
     TSM shifts channels of *intermediate* backbone maps, which frozen final features no longer
     have; this head applies the same 1/8-forward, 1/8-backward zero-padded shift to a projection
-    of the stored features inside residual MLP blocks.
+    of the stored features inside residual MLP blocks. ``dropout`` is the dropout before the
+    classifier, ``block_dropout`` the one inside the blocks (default: ``dropout``); ``bins`` and
+    ``init_std`` (of the classifier): see the module docstring.
     """
 
     def __init__(
@@ -349,19 +422,26 @@ class TSMHead(nn.Module):
         mlp_ratio: float = 2.0,
         dropout: float = 0.5,
         fold_div: int = 8,
+        *,
+        block_dropout: float | None = None,
+        bins: int | None = None,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         self.input = StreamInput(in_dims)
+        self.frames = FrameBins(bins, eval_frames="centres")
         self.proj = nn.Linear(self.input.dim, width)
+        inner = dropout if block_dropout is None else block_dropout
         self.blocks = nn.Sequential(
-            *(ShiftMLPBlock(width, mlp_ratio, dropout, fold_div) for _ in range(depth))
+            *(ShiftMLPBlock(width, mlp_ratio, inner, fold_div) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(width)
         self.dropout = Dropout(dropout)
         self.classifier = TaskClassifier(width, num_classes)
+        _init_normal(list(self.classifier.tasks.values()), init_std)
 
     def forward(self, batch: Mapping) -> dict[str, Tensor]:
-        x = self.blocks(self.proj(self.input(batch["features"])))
+        x = self.blocks(self.proj(self.frames(self.input(batch["features"]))))
         return self.classifier(self.dropout(self.norm(x).mean(dim=1)))
 
 
@@ -378,9 +458,10 @@ def mlp(*, in_dims, num_frames, num_classes, hidden: int = 512, dropout: float =
 
 
 @register_head("tsn")
-def tsn(*, in_dims, num_frames, num_classes, dropout: float = 0.5) -> TSNHead:
+def tsn(*, in_dims, num_frames, num_classes, dropout: float = 0.5, bins: int | None = None,
+        init_std: float | None = None) -> TSNHead:
     """TSN: per-frame dropout + linear, average consensus."""
-    return TSNHead(in_dims, num_classes, dropout=dropout)
+    return TSNHead(in_dims, num_classes, dropout=dropout, bins=bins, init_std=init_std)
 
 
 @register_head("trn")
@@ -395,6 +476,8 @@ def trn(
     max_subsets: int = 3,
     eval_subsets: int = 3,
     eval_seed: int = 0,
+    bins: int | None = None,
+    init_std: float | None = None,
 ) -> TRNHead:
     """Multi-scale TRN; deterministic fixed subsets at evaluation."""
     return TRNHead(
@@ -407,6 +490,8 @@ def trn(
         max_subsets=max_subsets,
         eval_subsets=eval_subsets,
         eval_seed=eval_seed,
+        bins=bins,
+        init_std=init_std,
     )
 
 
@@ -421,6 +506,9 @@ def tsm(
     mlp_ratio: float = 2.0,
     dropout: float = 0.5,
     fold_div: int = 8,
+    block_dropout: float | None = None,
+    bins: int | None = None,
+    init_std: float | None = None,
 ) -> TSMHead:
     """TSM-style temporal-shift MLP head."""
     return TSMHead(
@@ -431,4 +519,7 @@ def tsm(
         mlp_ratio=mlp_ratio,
         dropout=dropout,
         fold_div=fold_div,
+        block_dropout=block_dropout,
+        bins=bins,
+        init_std=init_std,
     )

@@ -5,10 +5,14 @@ cosine search: a float32 matrix product and ``argpartition`` in NumPy, or a flat
 ``faiss`` index when the optional ``faiss`` package is installed (``pip install egofeat[faiss]``).
 Both are exact, so they return the same neighbours.
 
-:func:`select_in_context_examples` picks the in-context examples of a query the way EILEV does
-(``reference/heads.md`` §6) — a quota of same-verb/different-noun and same-noun/different-verb
-examples, never an exact (verb, noun) duplicate — but ranks candidates by feature similarity to
-the query instead of drawing them at random.
+:func:`select_in_context_examples` picks the in-context examples of a query with EILEV's buckets
+and quotas (``reference/heads.md`` §6): same-verb/other-noun and same-noun/other-verb examples,
+never an exact (verb, noun) duplicate, the rest from other segments. Two samplers:
+
+* ``"eilev-random"`` — EILEV's own (yukw777/EILEV ``eilev/data/frame.py``): seeded random draws
+  inside the buckets, then at random from the rest;
+* ``"similarity-ranked"`` — egofeat's kNN variant: the candidates most similar to the query
+  first, in the buckets and in the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "NO_VERB_BUCKET",
+    "SAMPLERS",
     "InContextExample",
     "NeighborIndex",
     "faiss_available",
@@ -34,6 +39,9 @@ __all__ = [
 
 NO_VERB_BUCKET = frozenset({"", "[other]"})
 """Verbs too vague to share: a query with one of these gets no verb bucket (as EILEV)."""
+
+SAMPLERS = ("similarity-ranked", "eilev-random")
+"""How examples are picked inside the buckets and from the rest (see the module docstring)."""
 
 _QUERY_CHUNK = 256  # bounds the (queries x N) score block held at once (100 MB at N = 100k)
 
@@ -48,7 +56,7 @@ class InContextExample:
     """One selected example (or the query itself, last, with ``bucket == "query"``).
 
     ``bucket`` says why it was chosen: ``"verb"`` (same verb, other noun), ``"noun"`` (same noun,
-    other verb) or ``"fill"`` (most similar of the rest, when the buckets ran short).
+    other verb) or ``"fill"`` (one of the rest, when the buckets ran short).
     """
 
     segment_id: str
@@ -195,12 +203,14 @@ def select_in_context_examples(
     k: int = 16,
     verb_ratio: float = 0.5,
     *,
+    sampler: Literal["similarity-ranked", "eilev-random"] = "similarity-ranked",
     order: Literal["shuffle", "similarity"] = "shuffle",
     seed: int | None = 0,
+    rng: np.random.Generator | None = None,
     include_query: bool = True,
     queries: NeighborIndex | None = None,
 ) -> list[InContextExample]:
-    """Choose ``k`` in-context examples for a query, EILEV-style but ranked by similarity.
+    """Choose ``k`` in-context examples for a query, with EILEV's buckets and quotas.
 
     Candidates never include the query segment itself or an exact (verb, noun) duplicate of it
     (so the model cannot copy the answer). Two buckets:
@@ -211,18 +221,22 @@ def select_in_context_examples(
 
     Quotas follow EILEV: while examples are missing and a bucket has candidates, take
     ``int(remaining * verb_ratio)`` from the verb bucket and the rest from the noun bucket (all
-    from one bucket when the other is empty). Within a bucket the candidates most similar to the
-    query come first, where EILEV draws at random. A shortfall is filled with the most similar
-    remaining candidates of the pool (bucket ``"fill"``).
+    from one bucket when the other is empty), so the split is redone on what remains when a
+    bucket runs dry. A shortfall is then filled from the rest of the pool (bucket ``"fill"``).
+    ``sampler`` says which candidates are taken: ``"eilev-random"`` draws them uniformly without
+    replacement (EILEV's sampler), ``"similarity-ranked"`` takes the most similar to the query.
 
     Args:
         index: The pool to draw examples from.
         query_id: Segment id of the query.
         k: Number of in-context examples.
         verb_ratio: Share of the verb bucket in each draw (EILEV: 0.5).
-        order: ``"shuffle"`` — EILEV's order, the examples in a random order (from ``seed``);
-            ``"similarity"`` — most similar first.
-        seed: Seed of the shuffle.
+        sampler: ``"similarity-ranked"`` or ``"eilev-random"`` (see above).
+        order: ``"shuffle"`` — EILEV's order, the examples in a random order; ``"similarity"`` —
+            most similar first.
+        seed: Seed of the random draws and the shuffle when no ``rng`` is given.
+        rng: The generator to draw from; pass one generator for a run of queries to draw as
+            EILEV's pre-sampling does (one seed, the queries in turn).
         include_query: Append the query's own record last (``bucket="query"``), as EILEV
             places the query after its context.
         queries: Index holding the query when it is not in the pool (e.g. a val query against
@@ -233,6 +247,11 @@ def select_in_context_examples(
     """
     if not 0.0 <= verb_ratio <= 1.0:
         raise ValueError(f"verb_ratio must lie in [0, 1], got {verb_ratio}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if order not in ("shuffle", "similarity"):
+        raise ValueError(f"order must be 'shuffle' or 'similarity', got {order!r}")
+    rng = rng if rng is not None else np.random.default_rng(seed)
     source = queries or index
     query_position = source.position(query_id)
     verb, noun = source.verbs[query_position], source.nouns[query_position]
@@ -243,37 +262,53 @@ def select_in_context_examples(
     eligible = ~(same_verb & same_noun)
     if query_id in index:
         eligible[index.position(query_id)] = False
-    verb_bucket = _ranked(eligible & same_verb & (verb not in NO_VERB_BUCKET), similarity)
-    noun_bucket = _ranked(eligible & same_noun & (noun != ""), similarity)
+    if sampler == "eilev-random":
+        def take(mask: np.ndarray, count: int) -> list[int]:
+            return _drawn(mask, count, rng)
+    else:
+        def take(mask: np.ndarray, count: int) -> list[int]:
+            return _ranked(mask, similarity)[:count]
+    verb_bucket = eligible & same_verb & (verb not in NO_VERB_BUCKET)
+    noun_bucket = eligible & same_noun & (noun != "")
 
     chosen: list[tuple[int, str]] = []
-    while len(chosen) < k and (verb_bucket or noun_bucket):
+    while len(chosen) < k and (verb_bucket.any() or noun_bucket.any()):
         remaining = k - len(chosen)
-        if not noun_bucket:
+        if not noun_bucket.any():
             from_verbs = remaining
-        elif not verb_bucket:
+        elif not verb_bucket.any():
             from_verbs = 0
         else:
             from_verbs = int(remaining * verb_ratio)
-        chosen += [(p, "verb") for p in verb_bucket[:from_verbs]]
-        chosen += [(p, "noun") for p in noun_bucket[: remaining - from_verbs]]
-        verb_bucket = verb_bucket[from_verbs:]
-        noun_bucket = noun_bucket[remaining - from_verbs :]
+        for bucket, count, name in ((verb_bucket, from_verbs, "verb"),
+                                    (noun_bucket, remaining - from_verbs, "noun")):
+            picked = take(bucket, count)
+            bucket[picked] = False
+            chosen += [(p, name) for p in picked]
     if len(chosen) < k:
         rest = eligible.copy()
         rest[[p for p, _ in chosen]] = False
-        chosen += [(p, "fill") for p in _ranked(rest, similarity)[: k - len(chosen)]]
+        chosen += [(p, "fill") for p in take(rest, k - len(chosen))]
 
     examples = [index.example(p, similarity[p], bucket) for p, bucket in chosen]
     if order == "similarity":
         examples.sort(key=lambda e: -e.similarity)
-    elif order == "shuffle":
-        examples = [examples[i] for i in np.random.default_rng(seed).permutation(len(examples))]
     else:
-        raise ValueError(f"order must be 'shuffle' or 'similarity', got {order!r}")
+        examples = [examples[i] for i in rng.permutation(len(examples))]
     if include_query:
         examples.append(source.example(query_position, 1.0, "query"))
     return examples
+
+
+def _drawn(mask: np.ndarray, count: int, rng: np.random.Generator) -> list[int]:
+    """``count`` positions where ``mask`` holds, drawn uniformly without replacement (all of
+    them, in position order, when there are no more)."""
+    if count <= 0:
+        return []
+    positions = np.flatnonzero(mask)
+    if len(positions) <= count:
+        return positions.tolist()
+    return rng.choice(positions, size=count, replace=False).tolist()
 
 
 def _ranked(mask: np.ndarray, similarity: np.ndarray) -> list[int]:

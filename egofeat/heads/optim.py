@@ -28,23 +28,27 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = Fal
     return groups
 
 
-def create_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters, as ``config`` says."""
-    return torch.optim.AdamW(
-        param_groups(model, config.weight_decay, decay_all=config.decay_all_parameters),
-        lr=config.lr,
-        betas=tuple(config.betas),
-        fused=device.type in ("cpu", "cuda"),
-    )
+def create_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (or SGD with momentum) over the model's trainable parameters, as ``config`` says."""
+    groups = param_groups(model, config.weight_decay, decay_all=config.decay_all_parameters)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas),
+                             fused=device.type in ("cpu", "cuda"))
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
     """timm's scheduler for ``config.schedule``: linear warm-up from ``warmup_lr`` over
     ``warmup_epochs`` (or Dassl's warm-up with ``warmup_rule="dassl"``, see
-    :class:`DasslWarmup`), then cosine / linear (poly, power 1) decay to ``lr * min_lr_ratio``
-    or a constant rate. Its time unit is the optimizer step, or the epoch with
-    ``step_on_epochs``; read it with :func:`scheduled_lr`."""
-    from timm.scheduler import CosineLRScheduler, PolyLRScheduler, StepLRScheduler
+    :class:`DasslWarmup`), then cosine / linear (poly, power 1) decay to ``lr * min_lr_ratio``,
+    a constant rate, or steps of ``decay_rate`` at ``decay_epochs``. Its time unit is the
+    optimizer step, or the epoch with ``step_on_epochs``; read it with :func:`scheduled_lr`."""
+    from timm.scheduler import (
+        CosineLRScheduler,
+        MultiStepLRScheduler,
+        PolyLRScheduler,
+        StepLRScheduler,
+    )
 
     per = 1 if config.step_on_epochs else steps_per_epoch
     warmup = round(config.warmup_epochs * per)
@@ -57,6 +61,12 @@ def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, step
     }
     if config.schedule == "constant":
         scheduler = StepLRScheduler(optimizer, decay_t=_NEVER, decay_rate=1.0, **common)
+    elif config.schedule == "step":
+        # timm applies milestone m from t = m - 1 on; torch's MultiStepLR (the C1 baselines'),
+        # from the m-th epoch (0-based t = m): hence the + 1
+        milestones = [round(epoch * per) + 1 for epoch in config.decay_epochs]
+        scheduler = MultiStepLRScheduler(optimizer, decay_t=milestones, decay_rate=config.decay_rate,
+                                         **common)
     else:
         decay = {"t_initial": max(1, total - warmup), "lr_min": config.lr * config.min_lr_ratio}
         scheduler = (PolyLRScheduler(optimizer, power=1.0, **decay, **common)

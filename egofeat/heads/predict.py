@@ -20,6 +20,7 @@ from egofeat.heads.data import UNLABELLED, HeadData
 
 __all__ = [
     "DeviceError",
+    "action_accuracy",
     "LossFn",
     "autocast",
     "evaluate",
@@ -168,8 +169,11 @@ def evaluate(
     """Loss (when ``loss_fn`` is given), top-1/top-5 per task, and mean top-1 over tasks.
 
     Keys: ``{prefix}loss``, ``{prefix}{task}_top1``, ``{prefix}{task}_top5``,
-    ``{prefix}top1_mean``; accuracies in percent, as every report and the CLI print them.
+    ``{prefix}top1_mean`` and, when verb and noun are both scored, ``{prefix}action_top1``
+    (both top-1 right, among rows labelled for both: what the distillation reference selects
+    its checkpoint on); accuracies in percent, as every report and the CLI print them.
     """
+    tasks = tuple(tasks)
     device = resolve_device(device)
     model.to(device)
     outputs, loss = _outputs(model, data, batch_size, device, precision, loss_fn)
@@ -185,4 +189,17 @@ def evaluate(
         metrics[f"{prefix}{task}_top5"] = accuracy[5]
         top1.append(accuracy[1])
     metrics[f"{prefix}top1_mean"] = float(np.mean(top1))
+    if "verb" in tasks and "noun" in tasks:
+        metrics[f"{prefix}action_top1"] = 100 * action_accuracy(
+            outputs["verb"], outputs["noun"], data.labels["verb"].cpu(), data.labels["noun"].cpu())
     return metrics
+
+
+def action_accuracy(verb_logits: Tensor, noun_logits: Tensor, verbs: Tensor, nouns: Tensor) -> float:
+    """Fraction of rows (labelled for verb and noun) whose top-1 verb and top-1 noun are both
+    right; NaN without such rows."""
+    labelled = (verbs != UNLABELLED) & (nouns != UNLABELLED)
+    if not bool(labelled.any()):
+        return float("nan")
+    right = (verb_logits.argmax(1) == verbs) & (noun_logits.argmax(1) == nouns)
+    return right[labelled].float().mean().item()

@@ -32,6 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from egofeat._util.hashing import stable_fraction
 from egofeat.eval import Predictions, score_predictions
 from egofeat.eval.predictions import ROW_COLUMNS
 from egofeat.heads.config import RunConfig
@@ -47,6 +48,7 @@ __all__ = [
     "Task",
     "TrainingData",
     "create_task",
+    "reserved_videos",
 ]
 
 
@@ -91,11 +93,20 @@ class Subsets:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a task trains and validates on; ``val_name`` is the split, or ``"holdout"``."""
+    """What a task trains and validates on; ``val_name`` is the split, or ``"holdout"``;
+    ``reserved``: the train segments kept out of training (``data.reserve``)."""
 
     train: HeadData
     val: HeadData | None
     val_name: str
+    reserved: tuple[str, ...] = ()
+
+
+def reserved_videos(videos: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The videos ``data.reserve`` keeps out of training: those whose hash of ``(seed, video)``
+    falls below ``fraction`` (about that share; the same videos in every run with this seed,
+    whatever other videos it loads)."""
+    return {video for video in set(videos) if stable_fraction(f"{seed}:{video}") < fraction}
 
 
 class Task:
@@ -145,7 +156,8 @@ class Task:
 
     def training_data(self) -> TrainingData:
         """The train split and the val split; without a val split in the store, a held-out
-        ``data.holdout`` of the train videos (no validation when that is 0 or train is tiny)."""
+        ``data.holdout`` of the train videos (no validation when that is 0 or train is tiny).
+        ``data.reserve`` first takes its videos out of the train split."""
         data = self.config.data
         splits = set(self.store.segments().select("split").collect()["split"].unique().to_list())
         if data.train_split not in splits:
@@ -153,13 +165,30 @@ class Task:
                              f"{sorted(splits)} (set data.train_split)")
         streams = self.training_streams
         train = self.load(data.train_split, streams=streams)
+        train, reserved = self._reserve(train)
         if data.val_split and data.val_split in splits:
-            return TrainingData(train, self.load(data.val_split, streams=streams), data.val_split)
+            return TrainingData(train, self.load(data.val_split, streams=streams), data.val_split,
+                                reserved)
         if not data.holdout or len(train) < 10:
-            return TrainingData(train, None, "")
+            return TrainingData(train, None, "", reserved)
         group = "video_id" if "video_id" in train.meta.columns else None
         train, held = train.holdout(data.holdout, seed=self.config.trainer.seed, group_by=group)
-        return TrainingData(train, held, "holdout")
+        return TrainingData(train, held, "holdout", reserved)
+
+    def _reserve(self, train: HeadData) -> tuple[HeadData, tuple[str, ...]]:
+        """``train`` without the ``data.reserve`` videos, and the reserved segment ids."""
+        fraction = self.config.data.reserve
+        if not fraction:
+            return train, ()
+        if "video_id" not in train.meta.columns:
+            raise ValueError("data.reserve keeps videos out of training, and the train rows have no video_id")
+        videos = train.meta["video_id"].cast(pl.Utf8).to_list()
+        kept = reserved_videos(videos, fraction, self.config.trainer.seed)
+        mask = np.isin(np.asarray(videos, dtype=object), list(kept))
+        if not mask.any() or mask.all():
+            raise ValueError(f"data.reserve={fraction} reserves {int(mask.sum())} of {len(train)} train "
+                             f"rows ({len(set(videos))} videos); pick a share that leaves some of each")
+        return train.subset(~mask), tuple(np.asarray(train.segment_ids)[mask].tolist())
 
     # ---- the model ----------------------------------------------------------------------
     def build_model(self, train: HeadData) -> nn.Module:

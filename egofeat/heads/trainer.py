@@ -413,10 +413,12 @@ class Trainer:
             raise ValueError(f"{path} holds no resume state (use last.pt, not best.pt)")
         saved = checkpoint.config.get("trainer", {})
         current = self.config.model_dump(mode="json")
+        # a setting added after the checkpoint was written had its default then
+        defaults = TrainConfig().model_dump(mode="json")
         changed = {
-            key: (saved.get(key), value)
+            key: (saved.get(key, defaults[key]), value)
             for key, value in current.items()
-            if key not in _RESUMABLE_CHANGES and saved.get(key) != value
+            if key not in _RESUMABLE_CHANGES and saved.get(key, defaults[key]) != value
         }
         if changed:
             raise ValueError(

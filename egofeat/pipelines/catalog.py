@@ -1,11 +1,12 @@
-"""What egofeat knows by name: heads (their task and options), training tasks, encoder families."""
+"""What egofeat knows by name: heads (their task and options), training tasks, recipes, encoder
+families."""
 
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
-__all__ = ["describe_encoders", "describe_heads"]
+__all__ = ["describe_encoders", "describe_heads", "describe_recipes"]
 
 
 def describe_heads() -> dict[str, Any]:
@@ -26,3 +27,12 @@ def describe_encoders() -> dict[str, str]:
     from egofeat.extract.encoders import describe_encoders as families
 
     return families()
+
+
+def describe_recipes(name: str | None = None) -> dict[str, Any]:
+    """``{"recipes": [recipe as JSON, ...]}``: every named recipe (or the one ``name``), each with
+    its command, summary, reference and settings (key, value, source, note)."""
+    from egofeat.recipes import get_recipe, list_recipes
+
+    chosen = [get_recipe(name)] if name is not None else list_recipes()
+    return {"recipes": [recipe.to_json() for recipe in chosen]}

@@ -117,6 +117,13 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
             console.print(f"X-MIC {xmic['source']} -> {xmic['target']} {task}: " + ";  ".join(
                 f"{method} shared {m['shared']:.1f} novel {m['novel']:.1f}" for method, m in methods.items()))
         console.print(f"X-MIC report: {xmic['report']}")
+    if "distill_gain" in summary:
+        gain = summary["distill_gain"]
+        console.print(f"distillation ({gain['recipe']}, {gain['student_stream']} student from "
+                      f"{len(gain['teachers'])} teachers): " + ";  ".join(
+                          f"{t} top-1 {gain[t]['distilled']:.1f} vs CE-only {gain[t]['ce_only']:.1f} "
+                          f"({gain[t]['gain']:+.1f})" for t in ("verb", "noun", "action")))
+        console.print(f"distillation report: {gain['report']}")
     console.print(f"done in {summary['seconds']} s; explore with `egofeat info {summary['store']}`")
 
 
@@ -172,10 +179,34 @@ def print_protocol_summary(summary: dict[str, Any]) -> None:
         console.print(f"note: {note}", style="dim")
 
 
+def print_recipes(catalog: dict[str, Any]) -> None:
+    """Render `egofeat recipes`: one line per recipe, or the settings of the one asked for."""
+    recipes = catalog["recipes"]
+    if len(recipes) != 1:
+        table = Table(title="recipes (egofeat recipes NAME: its settings and their sources)")
+        for column in ("name", "command", "settings", "summary"):
+            table.add_column(column, justify="right" if column == "settings" else "left")
+        for recipe in recipes:
+            table.add_row(recipe["name"], f"egofeat {recipe['command']}", str(len(recipe["settings"])),
+                          recipe["summary"])
+        console.print(table)
+        return
+    recipe = recipes[0]
+    console.print(f"[bold]{recipe['name']}[/bold] (egofeat {recipe['command']} --recipe {recipe['name']}): "
+                  f"{recipe['summary']}\nreference: {recipe['reference']}")
+    table = Table()
+    for column in ("setting", "value", "source", "note"):
+        table.add_column(column)
+    for setting in recipe["settings"]:
+        table.add_row(setting["key"], json.dumps(setting["value"]), setting["source"], setting["note"])
+    console.print(table)
+
+
 def print_neighbors(summary: dict[str, Any]) -> None:
     """Render `egofeat neighbors`: one table of in-context examples per query (query last)."""
+    recipe = f", recipe {summary['recipe']}" if summary.get("recipe") else ""
     console.print(f"{summary['stream']}: pool of {summary['pool']:,} segments ({summary['backend']} "
-                  f"exact search), {summary['seconds_selecting']} s to select")
+                  f"exact search), sampler {summary['sampler']}{recipe}, {summary['seconds_selecting']} s to select")
     for result in summary["results"]:
         table = Table(title=f"in-context examples of {result['query']}")
         for column in ("#", "segment", "video", "verb", "noun", "similarity", "bucket", "frame times (s)"):

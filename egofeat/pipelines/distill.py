@@ -25,9 +25,10 @@ Multimodal distillation (``reference/heads.md`` §1) moved onto a feature store:
 Teacher ensembles average pre-softmax logits (``weighting="mean"``), or weight teachers per
 sample by ``softmin(CE / tau_w)`` against the label (``"per-sample"``, training batches only;
 the ensemble is scored with uniform weights, since test segments have no label), or by fixed
-``softmin(mean CE / tau_w)`` weights calibrated on a held-out fraction of the train videos
-(``"dataset"``). Those weights are unbiased only where the teachers did not train on the
-held-out videos; the student still trains on all train rows, as in the reference.
+``softmin(mean CE / tau_w)`` weights calibrated on train rows none of the teachers trained on
+(``"dataset"``): the videos every teacher kept out of its training with ``data.reserve``, as the
+reference calibrates on the train rows outside its RGB teacher's training indices. The student
+still trains on all train rows, as in the reference.
 """
 
 from __future__ import annotations
@@ -257,15 +258,18 @@ def _names_differ(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:
 # ---- 2. training the student ---------------------------------------------------------------
 
 
-def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) -> dict[str, Any]:
+def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None,
+                run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Distil ``config.teachers`` into the student run ``config.student``; write run folder
     ``config.out``.
 
     Caches the teachers' logits (or reuses them), trains the student (the ``distill`` task),
     with ``baseline`` also the same head on the same rows with cross-entropy only into
     ``out/baseline``, then writes the comparison report (when there is a val split or holdout).
-    The store defaults to the first teacher's. Returns a JSON-able summary.
+    The store defaults to the first teacher's. ``run_info`` (e.g. the recipe applied) goes into
+    both runs' ``run.json``. Returns a JSON-able summary.
     """
+    run_info = dict(run_info or {})
     started = time.perf_counter()
     student = config.student
     if head_task(student.head.name) != DEFAULT_TASK:
@@ -283,8 +287,7 @@ def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) ->
     options = dict(student.task.options, teacher_stream=cache.stream, teacher_classes=cache.num_classes)
     weights, calibration = None, None
     if options.get("weighting") == "dataset":
-        weights, calibration = calibrate_teacher_weights(store, student, cache, options.get("tau_w", 1.0),
-                                                         config.calibration_fraction)
+        weights, calibration = calibrate_teacher_weights(store, student, cache, options.get("tau_w", 1.0))
         options["teacher_weights"] = _listed(weights)
     distilled = _with_task(student, options)
     info = {"teachers": cache.teachers, "teacher_stream": cache.stream, "settings": options,
@@ -293,14 +296,16 @@ def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None) ->
         "run": str(out), "teachers": cache.teachers, "teacher_stream": cache.to_dict(),
         "settings": options, "baseline": None,
         "student": train_run(store.path, out, distilled, subsets=(subsets or SubsetFiles()).load(),
-                             run_info={"distillation": info}),
+                             run_info={**run_info, "distillation": info}),
+        "recipe": run_info.get("recipe"),
     }
     if config.baseline:  # the same rows (those with teacher logits), cross-entropy only
         ce_only = _with_task(student, {**options, "w_distill": 0.0, "w_gt": 1.0, "weighting": "mean",
                                        "teacher_weights": None})
         summary["baseline"] = train_run(store.path, out / BASELINE_DIR, ce_only,
                                         subsets=(subsets or SubsetFiles()).load(),
-                                        run_info={"baseline_of": str(out), "teacher_stream": cache.stream})
+                                        run_info={**run_info, "baseline_of": str(out),
+                                                  "teacher_stream": cache.stream})
     if "metrics" in summary["student"]:
         summary["report"] = distill_report(out, cache, weights, subsets=subsets, settings=options)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -315,18 +320,37 @@ def _with_task(config: RunConfig, options: dict[str, Any]) -> RunConfig:
 
 
 def calibrate_teacher_weights(store: FeatureStore, config: RunConfig, cache: TeacherLogits,
-                              tau_w: float, fraction: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Fixed teacher weights from the teachers' CE on a held-out fraction of the train videos."""
-    data = load_head_data(store, [cache.stream], tasks=config.trainer.tasks,
-                          splits=[config.data.train_split], dataset=config.data.dataset)
-    group = "video_id" if "video_id" in data.meta.columns else None
-    _, held = data.holdout(fraction, seed=config.trainer.seed, group_by=group)
-    teachers = _tasks_only(unpack_teacher_logits(held.features[cache.stream], cache.num_classes),
+                              tau_w: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fixed teacher weights from the teachers' mean CE on the train rows none of them trained
+    on: the segments every teacher run kept out of its training (``data.reserve``, listed in its
+    ``reserved.json``). Returns the weights and what they were calibrated on (for the run)."""
+    reserved = {run: RunFolder.open(run).reserved() for run in cache.teachers}
+    lacking = [run for run, (_, ids) in reserved.items() if not ids]
+    if lacking:
+        raise ValueError(
+            f"--weighting dataset calibrates the teachers on train rows none of them trained on, and "
+            f"teacher run(s) {lacking} kept none out: train them with --set data.reserve=0.1 (one "
+            "trainer.seed for all, so they reserve the same videos)"
+        )
+    split = config.data.train_split
+    other = {run: s for run, (s, _) in reserved.items() if s != split}
+    if other:
+        raise ValueError(f"teacher run(s) reserved rows of other splits than the student's {split!r}: {other}")
+    common = set.intersection(*(ids for _, ids in reserved.values()))
+    counts = {run: len(ids) for run, (_, ids) in reserved.items()}
+    if not common:
+        raise ValueError(f"the teachers reserved no train segment in common (reserved per run: {counts}): "
+                         "train them with the same trainer.seed and data.reserve")
+    data = load_head_data(store, [cache.stream], tasks=config.trainer.tasks, splits=[split],
+                          segment_ids=sorted(common), dataset=config.data.dataset)
+    teachers = _tasks_only(unpack_teacher_logits(data.features[cache.stream], cache.num_classes),
                            config.trainer.tasks)
-    labels = {task: held.labels[task] for task in config.trainer.tasks}
+    labels = {task: data.labels[task] for task in config.trainer.tasks}
     weights = dataset_weights(teachers, labels, tau_w)
-    videos = held.meta[group].n_unique() if group else None
-    return weights, {"rows": len(held), "videos": videos, "split": config.data.train_split}
+    videos = data.meta["video_id"].n_unique() if "video_id" in data.meta.columns else None
+    return weights, {"split": split, "rows": len(data), "videos": videos,
+                     "rows_from": "train segments every teacher kept out of its training (data.reserve)",
+                     "reserved_by_teacher": counts}
 
 
 def _splits_to_cache(store: FeatureStore, config: RunConfig) -> list[str]:

@@ -1,10 +1,12 @@
-"""In-context examples from a store: EILEV-style selection over one stream's features.
+"""In-context examples from a store: EILEV's selection over one stream's features.
 
 :func:`in_context_examples` indexes a stream (each segment's frames averaged), labelled with the
 segment table's ``verb`` and ``noun`` names and the manifest's video ids and frame times, and
 picks each query's examples with :func:`~egofeat.heads.neighbors.select_in_context_examples`:
-verb and noun bucket quotas, no exact (verb, noun) duplicate of the query, most similar first
-within a bucket. The search is exact (NumPy, or faiss when installed).
+verb and noun bucket quotas, no exact (verb, noun) duplicate of the query, and inside the
+buckets either EILEV's seeded random draws (``sampler="eilev-random"``, the ``eilev-incontext``
+recipe: one generator seeded once, the queries drawn in turn, as EILEV pre-samples) or the most
+similar first (``"similarity-ranked"``). The search is exact (NumPy, or faiss when installed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,11 +34,13 @@ class NeighborOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    sampler: Literal["similarity-ranked", "eilev-random"] = Field(
+        "similarity-ranked", description="similarity-ranked (most similar first) | eilev-random (EILEV's seeded random draws).")
     k: int = Field(16, ge=1, description="In-context examples per query.")
     verb_ratio: float = Field(0.5, ge=0, le=1, description="Share of same-verb / other-noun examples in each draw (EILEV: 0.5).")
     splits: list[str] | None = Field(None, description="Draw examples from these splits only (a query may come from any).")
     order: Literal["shuffle", "similarity"] = Field("shuffle", description="shuffle (EILEV's order) | similarity.")
-    seed: int | None = Field(0, description="Seed of the shuffle.")
+    seed: int | None = Field(0, description="Seed of the random draws and the shuffle.")
     backend: Literal["auto", "numpy", "faiss"] = Field("auto", description="auto | numpy | faiss (exact either way).")
 
 
@@ -81,12 +86,15 @@ def in_context_examples(
     stream: str,
     queries: Sequence[str],
     options: NeighborOptions = NeighborOptions(),
+    *,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """EILEV-style in-context examples of each query segment, from a store stream.
+    """EILEV's in-context examples of each query segment, from a store stream.
 
-    Returns a summary: the pool size, the backend, and per query its ``examples`` (segment id,
-    video id, frame times, verb, noun, similarity to the query, bucket), in the chosen order and
-    followed by the query itself (bucket ``"query"``), as EILEV places the query last.
+    Returns a summary: the pool size, the backend, the options, ``record`` (e.g. the recipe
+    applied), and per query its ``examples`` (segment id, video id, frame times, verb, noun,
+    similarity to the query, bucket), in the chosen order and followed by the query itself
+    (bucket ``"query"``), as EILEV places the query last.
     """
     if not queries:
         raise ValueError("give at least one --query SEGMENT_ID")
@@ -106,15 +114,18 @@ def in_context_examples(
     query_index = stream_index(store, stream, outside, backend="numpy") if outside else None
     loaded = time.perf_counter()
     results = []
+    shared = np.random.default_rng(options.seed) if options.sampler == "eilev-random" else None
     for query in queries:
         examples = select_in_context_examples(
-            index, query, options.k, options.verb_ratio, order=options.order, seed=options.seed,
-            queries=query_index if query in outside else None,
+            index, query, options.k, options.verb_ratio, sampler=options.sampler, order=options.order,
+            seed=options.seed, rng=shared, queries=query_index if query in outside else None,
         )  # fmt: skip
         results.append({"query": query, "examples": [dataclasses.asdict(e) for e in examples]})
     return {
         "store": str(store.path), "stream": stream, "pool": len(index), "backend": index.backend,
-        "k": options.k, "verb_ratio": options.verb_ratio, "order": options.order,
+        "sampler": options.sampler, "k": options.k, "verb_ratio": options.verb_ratio,
+        "order": options.order, "seed": options.seed,
         "seconds_loading": round(loaded - started, 3),
-        "seconds_selecting": round(time.perf_counter() - loaded, 4), "results": results,
+        "seconds_selecting": round(time.perf_counter() - loaded, 4), **(record or {}),
+        "results": results,
     }  # fmt: skip

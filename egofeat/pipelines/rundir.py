@@ -7,6 +7,7 @@ A run folder holds::
     metrics.jsonl                 one record per epoch (the trainer)
     last.pt / best.pt             checkpoints (model, config, class names, stream provenance)
     metrics.json                  the reported metrics of each scored split
+    reserved.json                 with data.reserve: the train segments kept out of training
     predictions-<split>.parquet   the one prediction format (egofeat.eval.predictions)
     plots/                        training curves, per-class accuracy (head vs tail classes)
 """
@@ -27,10 +28,11 @@ from egofeat.eval.predictions import class_names_of
 from egofeat.heads import Checkpoint, RunConfig, Subsets, load_checkpoint
 from egofeat.heads.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
 
-__all__ = ["METRICS_FILE", "RUN_FILE", "RunFolder"]
+__all__ = ["METRICS_FILE", "RESERVED_FILE", "RUN_FILE", "RunFolder"]
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+RESERVED_FILE = "reserved.json"
 
 
 @dataclass
@@ -87,6 +89,20 @@ class RunFolder:
 
     def checkpoint(self) -> Checkpoint:
         return load_checkpoint(self.checkpoint_path())
+
+    # ---- rows kept out of training -------------------------------------------------------
+    def write_reserved(self, split: str, segment_ids: list[str] | tuple[str, ...], share: float) -> None:
+        """List the ``split`` segments ``data.reserve`` kept out of training."""
+        record = {"split": split, "share": share, "segment_ids": list(segment_ids)}
+        (self.path / RESERVED_FILE).write_text(json.dumps(record))
+
+    def reserved(self) -> tuple[str, set[str]]:
+        """``(split, segment ids)`` this run kept out of training (an empty set when none)."""
+        file = self.path / RESERVED_FILE
+        if not file.exists():
+            return self.info.get("config", {}).get("data", {}).get("train_split", "train"), set()
+        record = json.loads(file.read_text())
+        return record["split"], set(record["segment_ids"])
 
     # ---- predictions and metrics --------------------------------------------------------
     def predictions_path(self, split: str) -> Path:

@@ -50,13 +50,16 @@ def train_run(
         subsets.check(data.val if data.val is not None else data.train)
     run = RunFolder.create(out, store=str(store.path), config=config, val_split=data.val_name,
                            extra=run_info)
+    if data.reserved:
+        run.write_reserved(config.data.train_split, data.reserved, config.data.reserve)
     model = task.build_model(data.train)
     fit = task.fit(model, data.train, data.val, run_dir=run.path, resume=resume)
     summary: dict[str, Any] = {
         "run": str(run.path), "task": task.name, "head": config.head.name,
         "streams": list(config.data.streams), "epochs": len(fit.history),
         "best_epoch": fit.best_epoch, "stopped_early": fit.stopped_early,
-        "train_rows": len(data.train), "trainable_parameters": count_parameters(model),
+        "train_rows": len(data.train), "reserved_rows": len(data.reserved),
+        "trainable_parameters": count_parameters(model),
         "monitor": config.trainer.monitor or task.monitor, **task.run_summary(model, data.train),
     }
     if data.val is not None:

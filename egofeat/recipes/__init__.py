@@ -33,7 +33,8 @@ Command = Literal["train", "distill", "run xmic", "neighbors"]
 @dataclass(frozen=True)
 class Setting:
     """One parameter of a recipe: ``key`` (dotted path in the command's config layout),
-    ``value``, ``source`` (``"owner/repo path/to/file (KEY)"``, or ``"egofeat: why"``) and
+    ``value``, ``source`` (``"owner/repo path/to/file (KEY)"``, or ``"egofeat: path/to/file (KEY)"``
+    for egofeat's own choices) and
     ``note``: how egofeat's value or mechanism differs from the original, and why (empty when
     it is the same)."""
 
@@ -70,6 +71,12 @@ class Recipe:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "command": self.command, "summary": self.summary,
                 "reference": self.reference, "settings": [s.to_json() for s in self.settings]}
+
+    def record(self) -> dict[str, Any]:
+        """What a run applying the recipe keeps (``run.json``): its name and its settings, each
+        with its value, source and note (``--config`` / ``--set`` may have overridden some: the
+        run's ``config`` says what ran)."""
+        return {"recipe": self.name, "recipe_settings": [s.to_json() for s in self.settings]}
 
 
 _RECIPES: dict[str, Recipe] = {}

@@ -111,18 +111,22 @@ register_recipe(Recipe(
     "reported split unseen), jitter over 3 stored frames per bin; either direction",
     REFERENCE,
     (
-        Setting("selection", "source-holdout", "egofeat: the reported target split stays unseen until it is scored",
-                note="X-MIC selects on the target val set it reports (xmic-cvpr24)"),
-        Setting("holdout", 0.1, "egofeat: 10% of the source train videos, whole videos",
-                note="X-MIC holds nothing out"),
-        Setting("jitter", "stored", "egofeat: one of 3 frames stored per bin (extract --sampling oversampled --per-bin 3)",
-                note="X-MIC draws any native frame of a bin; the 16x3 stream is 4.5x smaller on EPIC "
+        Setting("selection", "source-holdout", "egofeat: egofeat/config.py (XMICRunConfig.selection)",
+                note="the reported target split stays unseen until it is scored; X-MIC selects on the "
+                     "target val set it reports (xmic-cvpr24)"),
+        Setting("holdout", 0.1, "egofeat: egofeat/config.py (XMICRunConfig.holdout)",
+                note="10% of the source train videos, whole videos; X-MIC holds nothing out"),
+        Setting("jitter", "stored", "egofeat: egofeat/config.py (XMICRunConfig.jitter)",
+                note="one of 3 frames stored per bin (extract --sampling oversampled --per-bin 3); X-MIC "
+                     "draws any native frame of a bin; the 16x3 stream is 4.5x smaller on EPIC "
                      "(bench/xmic_store.py)"),
-        Setting("per_bin", 3, "egofeat: frames per bin of the [[extract]] jobs"),
+        Setting("per_bin", 3, "egofeat: egofeat/config.py (XMICRunConfig.per_bin)",
+                note="frames per bin of the [[extract]] jobs"),
         Setting("trainer.batch_size", 32, _in(YAML, "DATALOADER.TRAIN_X.BATCH_SIZE 32"),
                 note="the YAML's; X-MIC's 1-GPU scripts use 128"),
-        Setting("trainer.precision", "auto", "egofeat: bf16 where the hardware multiplies it natively, else fp32",
-                note="X-MIC: fp16 autocast with a gradient scaler (PREC amp); bf16 needs no scaler"),
+        Setting("trainer.precision", "auto", "egofeat: egofeat/heads/config.py (TrainConfig.precision)",
+                note="bf16 where the hardware multiplies it natively, else fp32; X-MIC: fp16 autocast "
+                     "with a gradient scaler (PREC amp); bf16 needs no scaler"),
         *COMMON,
     ),
 ))
