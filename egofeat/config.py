@@ -104,7 +104,12 @@ class ExtractConfig(_Settings):
     scheduler: str | None = Field(None, description="dask: address of a running scheduler (e.g. tcp://10.0.0.1:8786).")
     retries: int = Field(2, ge=0, description="dask: times a part task that raised is retried.")
     sharding: Literal["balanced", "strided"] = Field("balanced", description="torchrun: balanced (by frames to decode) | strided.")
+    cache_dir: Path | None = Field(None, description="Hugging Face hub cache to read encoder weights from (default: HF_HUB_CACHE).")
+    retry_errors: bool = Field(False, description="Also redo the parts holding retryable error rows (missing or unreadable videos, timeouts); their ok rows are kept byte for byte.")
+    min_found: float = Field(0.1, ge=0, le=1, description="Stop before writing anything when fewer than this share of the annotated videos is found (always when none is).")
+    log_interval: float = Field(30.0, gt=0, description="Seconds between progress lines when stderr is not a terminal (a SLURM or nohup log).")
     progress: bool = Field(True, description="Show progress.")
+    progress_json: bool = Field(False, description="Progress as JSON lines (egofeat extract --json).")
 
     @field_validator("mapping", mode="before")
     @classmethod

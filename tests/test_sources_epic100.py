@@ -227,7 +227,7 @@ def test_real_pickles_refused_then_equal(epic_dir: Path, validation):
         pkl = epic_dir / f"{stem}.pkl"
         with pytest.raises(SegmentTableError, match="arbitrary code") as caught:
             load_epic100(pkl)
-        assert "allow_pickle=True" in str(caught.value)
+        assert "--allow-pickle" in str(caught.value)
         assert f"{stem}.csv" in str(caught.value)
         csv = (
             validation if stem == "EPIC_100_validation" else load_epic100(epic_dir / f"{stem}.csv")

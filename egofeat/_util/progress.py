@@ -163,7 +163,8 @@ class ProgressReporter:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
-            self._emit()  # the final state, once
+            if kind is None:  # the final state, once (a failure says its own one line)
+                self._emit()
         if self._bar is not None:
             self._bar.stop()
 

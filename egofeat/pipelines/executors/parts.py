@@ -34,6 +34,8 @@ def part_outcomes(runner: PartRunner, parts: Sequence[PartSpec], pool: DecodePoo
         outcome = runner.write_part(part, decoded)
         outcome.times.add(_decode_times(decoded))
         outcome.decode_fallbacks = decode_fallbacks(decoded)
+        outcome.decoder_output = {video.result.path: video.result.diagnostics for video in decoded
+                                  if video.result is not None and video.result.diagnostics}
         yield outcome
 
 
@@ -123,8 +125,9 @@ def shard_parts(parts: Sequence[PartSpec], rank: int, world_size: int,
 
 
 def uncommitted(streams: dict[str, Stream], part: PartSpec) -> PartSpec | None:
-    """``part`` narrowed to the streams that have not committed it; None if all have."""
-    todo = {name: ids for name, ids in part.todo.items() if not streams[name].is_committed(part.part_id)}
+    """``part`` narrowed to the streams that still need it (not committed; retrying: not yet
+    replaced); None if none does."""
+    todo = {name: ids for name, ids in part.todo.items() if part.pending_in(streams[name])}
     return replace(part, todo=todo) if todo else None
 
 

@@ -84,6 +84,9 @@ def run_torchrun(options: ExtractConfig, *, sharding: Sharding = "balanced") -> 
         run_id = _broadcast(new_run_id() if me.rank == 0 else "", grouped)
         parts = all_parts(run)
         mine = {p.part_id for p in shard_parts(parts, me.rank, me.world_size, sharding)}
+        planned = {p.part_id for p in parts}  # retried parts of another plan's boundaries:
+        others = [p for p in run.parts if p.part_id not in planned]  # sharded on their own
+        mine |= {p.part_id for p in shard_parts(others, me.rank, me.world_size, sharding)}
         todo = [p for p in run.parts if p.part_id in mine]
         with ExitStack() as stack:
             hold_plan(run, plan_key(parts), stack)
@@ -134,7 +137,7 @@ class _CommitProgress:
         self.streams = target_streams(run.runner)
         self.pending = {p.part_id: p for p in run.parts}
         self.enabled = enabled and bool(self.pending)
-        self.bar = ExtractProgress(run.parts, enabled=self.enabled)
+        self.bar = ExtractProgress(run.parts, run.options, enabled=self.enabled)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="egofeat-progress", daemon=True)
 
@@ -144,7 +147,7 @@ class _CommitProgress:
 
     def _poll(self) -> None:
         for part_id, part in list(self.pending.items()):
-            if all(self.streams[name].is_committed(part_id) for name in part.todo):
+            if not any(part.pending_in(self.streams[name]) for name in part.todo):
                 del self.pending[part_id]
                 self.bar.part_done(None, part)
 
