@@ -128,6 +128,8 @@ class ProgressReporter:
         parts.append(f"{_number(record['rate'])} {record['rate_unit']}")
         if record["eta_sec"] is not None:
             parts.append(f"ETA {format_duration(record['eta_sec'])}")
+        elif total:  # nothing done yet: no rate to tell from
+            parts.append("ETA --")
         if self.description:
             parts.append(self.description)
         if self.fields:

@@ -41,6 +41,7 @@ from egofeat.pipelines.executors.dask import DaskExecutor, ExtractWorkerPlugin
 from egofeat.pipelines.executors.driver import (
     absolute_paths,
     announce,
+    announce_videos,
     finish,
     hold_plan,
     plan_fields,
@@ -85,6 +86,7 @@ def execute(options: ExtractConfig, *, prepared: PreparedRun | None = None) -> E
         return run_torchrun(options, sharding=options.sharding)
     started = time.perf_counter()
     run = prepared or prepare_extract(absolute_paths(options) if executor == "dask" else options)
+    announce_videos(run)
     run_id = new_run_id()
     parts = all_parts(run)
     with ExitStack() as stack:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -61,6 +63,24 @@ def announce(pool: DaskExecutor) -> None:
     hint = "" if has_bokeh() else " (its pages need bokeh: pip install bokeh)"
     err_console.print(f"dask: {info['dask_workers']} workers, scheduler {info['scheduler']}, "
                       f"dashboard {pool.dashboard}{hint}")
+
+
+def announce_videos(run: PreparedRun) -> None:
+    """One line (stderr) on the videos the preflight found, before any part runs."""
+    check, options = run.videos, run.options
+    if check is None or not options.progress:
+        return
+    if options.progress_json:
+        print(json.dumps({"what": "videos", **check.to_dict()}), file=sys.stderr, flush=True)
+        return
+    line = f"videos: {len(check.found):,} of {check.total:,} found under {check.root} ({check.layout})"
+    if check.missing:
+        video_id, path = next(iter(check.missing.items()))
+        line += (f"; {len(check.missing):,} missing (e.g. {video_id}: {path}): their segments become "
+                 "error rows; --retry-errors redoes them once the videos are there")
+    if check.unusable:
+        line += f"; {len(check.unusable):,} unusable (e.g. {next(iter(check.unusable.values()))})"
+    err_console.print(line, highlight=False, soft_wrap=True)
 
 
 def hold_plan(run: PreparedRun, key: str, stack: ExitStack) -> None:

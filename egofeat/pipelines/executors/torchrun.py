@@ -13,6 +13,7 @@ from datetime import timedelta
 from egofeat.config import ExtractConfig
 from egofeat.pipelines.executors.driver import (
     ExtractProgress,
+    announce_videos,
     finish,
     hold_plan,
     plan_fields,
@@ -81,6 +82,8 @@ def run_torchrun(options: ExtractConfig, *, sharding: Sharding = "balanced") -> 
         run = prepare_extract(options)
         if grouped:  # preparing removes attempts that crashed writers left: done before any rank writes
             dist.barrier()
+        if me.rank == 0:
+            announce_videos(run)
         run_id = _broadcast(new_run_id() if me.rank == 0 else "", grouped)
         parts = all_parts(run)
         mine = {p.part_id for p in shard_parts(parts, me.rank, me.world_size, sharding)}
