@@ -62,10 +62,12 @@ def train(
     """Train a head on store streams (never touching video), then evaluate it on the val split."""
     from egofeat.config import load_config
     from egofeat.pipelines.evaluate import SubsetFiles
+    from egofeat.pipelines.preflight import check_device
     from egofeat.pipelines.train import train_run
 
     values = _run_values(stream, head, task, epochs, device, json_output, **{"head.loss": loss})
     run_config = load_config(config, set_ or [], values)
+    check_device(run_config.trainer.device)  # before the run folder is made
     summary = train_run(store, out_dir, run_config, resume=resume,
                         subsets=SubsetFiles(unseen, tail_verbs, tail_nouns).load())
     out.print_json(summary) if json_output else out.print_run_summary(summary)
@@ -193,6 +195,7 @@ def distill(
     """Distil teacher runs (cached logits) into a student head on one stream; report vs CE-only."""
     from egofeat.config import DistillConfig, load_config
     from egofeat.pipelines.distill import run_distill
+    from egofeat.pipelines.preflight import check_device
 
     distilling = {"task.name": "distill", "task.weighting": weighting, "task.tau_w": tau_w,
                   "task.temperature": temperature, "task.w_distill": w_distill, "task.w_gt": w_gt}
@@ -202,6 +205,7 @@ def distill(
                                       "baseline": baseline, "teacher_stream": teacher_stream,
                                       "student": student.to_dict()},
                flags=model_flags(DistillConfig))
+    check_device(student.trainer.device)  # before the teacher-logit stream is made
     summary = run_distill(run)
     out.print_json(summary) if json_output else out.print_distill_summary(summary)
 

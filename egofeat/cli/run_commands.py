@@ -35,6 +35,7 @@ def run_xmic(
     values: dict[str, Any] | None = None,
 ) -> None:
     """X-MIC cross-dataset run, one direction: text streams, train on source, score on target."""
+    from egofeat.pipelines.preflight import check_device
     from egofeat.pipelines.xmic import load_extract_jobs
     from egofeat.pipelines.xmic import run_xmic as run
 
@@ -44,5 +45,6 @@ def run_xmic(
     if epochs is not None:
         settings["trainer.epochs"] = epochs
     options = load(XMICRunConfig, config, set_ or [], settings, flags=model_flags(XMICRunConfig, RENAMES))
+    check_device(options.device)  # before any stream or run folder is written
     report = run(options)
     out.print_json(report) if json_output else out.print_xmic_report(report)

@@ -22,7 +22,7 @@ from egofeat.extract import VideoLayout
 from egofeat.extract.readers import missing_path_error
 from egofeat.heads.predict import resolve_device
 
-__all__ = ["PreflightError", "VideoCheck", "check_devices", "check_videos", "video_layout"]
+__all__ = ["PreflightError", "VideoCheck", "check_device", "check_devices", "check_videos", "video_layout"]
 
 #: Missing videos tried under other layouts and roots for a suggestion.
 SUGGESTION_SAMPLE = 20
@@ -54,6 +54,12 @@ def reads_frame_folders(options: ExtractConfig) -> bool | None:
     if "{ext}" in template or Path(template).suffix:
         return False
     return None
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine lacks (``cuda`` without a CUDA GPU) with one line naming
+    --device, before a command writes anything."""
+    resolve_device(device)
 
 
 def check_devices(options: ExtractConfig) -> None:
