@@ -558,6 +558,8 @@ class PreparedRun:
     plan: ExtractionPlan
     parts: list[PartSpec]
     videos: VideoCheck | None = None
+    #: the segments this process answers for (a shard's), None: all of ``segments``
+    requested: frozenset[str] | None = None
 
 
 def prepare_extract(options: ExtractConfig) -> PreparedRun:

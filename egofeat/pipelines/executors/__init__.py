@@ -52,6 +52,7 @@ from egofeat.pipelines.executors.parts import (
     PartResult,
     SerialExecutor,
     all_parts,
+    own_shard,
     part_cost,
     plan_key,
     shard_parts,
@@ -92,7 +93,8 @@ def execute(options: ExtractConfig, *, prepared: PreparedRun | None = None) -> E
     with ExitStack() as stack:
         hold_plan(run, plan_key(parts), stack)
         log = stack.enter_context(RunLog(run.store, run_id))
-        record_plan(run, plan_key(parts), run_id)
+        record_plan(run, plan_key(parts), run_id)  # the whole plan: `egofeat info` counts it
+        run = own_shard(run, *options.shard_index, options.sharding)  # --shard I/N: a part of it
         results: list[PartResult] = []
         if not run.parts:
             log.start(executor=executor, **plan_fields(run, parts))

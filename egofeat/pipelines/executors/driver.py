@@ -232,6 +232,8 @@ def _count_stream_errors(run: PreparedRun, streams: dict[str, Stream], summary: 
     """The error rows the run's segments have in its streams now, whoever wrote them (earlier
     runs, a concurrent one): the exit status and the summary tell the truth about the stream."""
     wanted = run.segments.select("segment_id")
+    if run.requested is not None:
+        wanted = wanted.filter(pl.col("segment_id").is_in(list(run.requested)))
     frames = []
     for name, stream in streams.items():
         rows = (stream.manifest().filter(pl.col("status") == STATUS_ERROR)

@@ -25,8 +25,8 @@ from egofeat.pipelines.executors.parts import (
     SerialExecutor,
     Sharding,
     all_parts,
+    own_shard,
     plan_key,
-    shard_parts,
     target_streams,
 )
 from egofeat.pipelines.extract import (
@@ -86,11 +86,7 @@ def run_torchrun(options: ExtractConfig, *, sharding: Sharding = "balanced") -> 
             announce_videos(run)
         run_id = _broadcast(new_run_id() if me.rank == 0 else "", grouped)
         parts = all_parts(run)
-        mine = {p.part_id for p in shard_parts(parts, me.rank, me.world_size, sharding)}
-        planned = {p.part_id for p in parts}  # retried parts of another plan's boundaries:
-        others = [p for p in run.parts if p.part_id not in planned]  # sharded on their own
-        mine |= {p.part_id for p in shard_parts(others, me.rank, me.world_size, sharding)}
-        todo = [p for p in run.parts if p.part_id in mine]
+        todo = own_shard(run, me.rank, me.world_size, sharding).parts
         with ExitStack() as stack:
             hold_plan(run, plan_key(parts), stack)
             log = stack.enter_context(RunLog(run.store, run_id, rank=me.rank))
