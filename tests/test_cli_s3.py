@@ -81,6 +81,10 @@ def test_extract_into_a_bucket_killed_and_resumed_equals_a_local_run(dataset, s3
                                    "--store", f"{s3_bucket}/other", "--json"])
     assert segments.exit_code == 0 and json.loads(segments.stdout)["added_to_store"] == 9
 
+    # independent jobs cannot share a bucket's stream: no locks there
+    result = runner.invoke(app, [*extract_args(dataset, url), "--shard", "0/2"])
+    assert result.exit_code == 2 and "--shard needs a store on a filesystem with locks" in result.output
+
     # credentials come from the environment and go nowhere else
     fs = fsspec.filesystem("s3")
     logs = "".join(fs.cat_file(path).decode() for path in fs.glob(f"{url}/runs/*.jsonl"))

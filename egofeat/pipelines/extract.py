@@ -39,6 +39,7 @@ from egofeat.extract import (
 from egofeat.pipelines.preflight import (
     VideoCheck,
     check_devices,
+    check_store_location,
     check_videos,
     reads_frame_folders,
     video_layout,
@@ -570,6 +571,7 @@ def prepare_extract(options: ExtractConfig) -> PreparedRun:
 
     segments, vocabularies = load_annotations(options)
     check_devices(options)
+    check_store_location(options)
     videos = check_videos(options, segments)
     sampler = build_sampler(options)
     encoders = create_encoders(options, sampler)

@@ -21,8 +21,10 @@ from egofeat.config import ExtractConfig
 from egofeat.extract import VideoLayout
 from egofeat.extract.readers import missing_path_error
 from egofeat.heads.predict import resolve_device
+from egofeat.store.fs import StoreFS
 
-__all__ = ["PreflightError", "VideoCheck", "check_device", "check_devices", "check_videos", "video_layout"]
+__all__ = ["PreflightError", "VideoCheck", "check_device", "check_devices", "check_store_location", "check_videos",
+           "video_layout"]
 
 #: Missing videos tried under other layouts and roots for a suggestion.
 SUGGESTION_SAMPLE = 20
@@ -67,6 +69,15 @@ def check_devices(options: ExtractConfig) -> None:
     ``--decode-device`` it lacks is not refused: each video falls back to the CPU, and the
     summary counts them."""
     resolve_device(options.device)
+
+
+def check_store_location(options: ExtractConfig) -> None:
+    """Refuse ``--shard`` on object storage: independent jobs there would remove each other's
+    attempts in flight (no locks), so only a single driver's executors may share a stream."""
+    if options.shard is not None and not StoreFS(options.store).is_local:
+        raise PreflightError(
+            f"--shard needs a store on a filesystem with locks (local, NFSv4, Lustre -o flock, "
+            f"CephFS), not {options.store}: on object storage shard with --executor torchrun or dask")
 
 
 @dataclass
