@@ -157,7 +157,7 @@ def test_split_from_file_name(name, split):
 
 def test_split_unknown_needs_argument(tmp_path: Path):
     path = _write(tmp_path, ROWS[:1], name="segments.csv")
-    with pytest.raises(SegmentTableError, match="pass split="):
+    with pytest.raises(SegmentTableError, match="give the split with --split"):
         load_epic100(path)
     assert load_epic100(path, split="mine")["split"].to_list() == ["mine"]
 

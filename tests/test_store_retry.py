@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
 
 from egofeat.store import FeatureStore, PartAlreadyCommittedError, is_retryable
 from egofeat.store import stream as stream_module
+from egofeat.store.crashpoints import CRASH_AT_ENV
 
 DIM = 4
 
@@ -89,3 +95,33 @@ def test_readers_of_the_old_record_still_read_it_until_the_grace_ends(stream, mo
     monkeypatch.setattr(stream_module, "REPLACED_GRACE_S", 0.0)
     assert stream.cleanup() == 1 and stream.replaced_attempts() == []
     assert rows(stream)["status"].to_list() == ["ok", "ok", "ok", "error"]
+
+
+RETRY = """
+import sys
+import numpy as np
+from egofeat.store import FeatureStore
+stream = FeatureStore.open(sys.argv[1]).stream("s/full")
+with stream.part_writer("p", replacing=sys.argv[2]) as writer:
+    writer.add("b", "w", np.ones((2, 4)))
+"""
+
+
+@pytest.mark.parametrize("point", ["before_commit:1", "replace:1", "after_commit:1"])
+def test_a_retry_killed_anywhere_leaves_the_part_whole_and_the_next_cleanup_tidy(stream, point):
+    root, old = stream.fs.root, stream.commit_record("p")["attempt"]
+    before = rows(stream)
+    killed = subprocess.run([sys.executable, "-c", RETRY, root, old], env={**os.environ, CRASH_AT_ENV: point},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    fresh = FeatureStore.open(root).stream("s/full")
+    after = rows(fresh)
+    if point == "after_commit:1":  # the record was replaced: the retry happened
+        assert after.filter(pl.col("segment_id") == "b")["status"].item() == "ok"
+        assert fresh.replaced_attempts() == [("p", old)]
+    else:  # the old record stands, whole
+        assert after.equals(before) and fresh.commit_record("p")["attempt"] == old
+        assert len(fresh.uncommitted_attempts()) == 1
+        fresh.cleanup()
+        assert fresh.uncommitted_attempts() == []
+        assert not [n for n in os.listdir(fresh.paths.commits) if ".tmp-" in n]
