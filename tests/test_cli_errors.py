@@ -188,3 +188,12 @@ def test_version_and_json_catalogs():
     assert heads["heads"]["linear"]["task"] == "classification" and "classification" in heads["tasks"]
     encoders = json.loads(runner.invoke(app, ["encoders", "--json"]).stdout)
     assert encoders["tiny"] == "tiny" and encoders["clip"].startswith("clip:")
+
+
+def test_missing_encoder_weights_name_cache_dir_and_nothing_is_written(dataset, tmp_path):
+    empty = tmp_path / "hub"
+    empty.mkdir()
+    store = tmp_path / "store"
+    line = one_line(extract_args(dataset, store, "--encoder", "dino:vit_s16", "--cache-dir", str(empty)))
+    assert "not cached" in line and str(empty) in line and "--cache-dir" in line and "cache_dir=" not in line
+    assert not store.exists()
