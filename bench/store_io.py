@@ -177,22 +177,41 @@ def main() -> None:
     parser.add_argument("--size-segments", default="10,1000,100000",
                         help="segments per part for the size measurement (comma-separated)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--only", choices=("load", "query", "size"), action="append",
+                        help="run only this measurement (repeatable; default: all three)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    only = set(args.only or ("load", "query", "size"))
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="egofeat-bench-"))
     root.mkdir(parents=True, exist_ok=True)
+    result = {}
     try:
-        load = bench_load(root, args.rows, args.frames, args.dim, args.rows_per_part, args.repeats)
-        query = bench_query(root, args.query_rows, args.repeats)
-        size = bench_size(root, [int(n) for n in args.size_segments.split(",")], args.frames, args.dim)
+        if "load" in only:
+            result["load"] = bench_load(root, args.rows, args.frames, args.dim, args.rows_per_part, args.repeats)
+        if "query" in only:
+            result["query"] = bench_query(root, args.query_rows, args.repeats)
+        if "size" in only:
+            result["size"] = bench_size(root, [int(n) for n in args.size_segments.split(",")], args.frames, args.dim)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result = {"load": load, "query": query, "size": size}
     if args.json:
         print(json.dumps(result, indent=1))
         return
     from rich.console import Console
+
+    console = Console()
+    if "load" in result:
+        _print_load(console, result["load"])
+    if "query" in result:
+        query = result["query"]
+        console.print(f"manifest query over {query['rows']:,} rows: polars+parquet {query['polars_parquet_s']} s "
+                      f"(target < 1 s), pandas+CSV {query['pandas_csv_s']} s ({query['speedup']}x)")
+    if "size" in result:
+        _print_size(console, result["size"])
+
+
+def _print_load(console, load: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"whole-stream load: {load['rows']} x {load['frames']} x {load['dim']} fp16 ({load['gigabytes']} GB, {load['parts']} parts)")
@@ -200,12 +219,14 @@ def main() -> None:
         table.add_column(col)
     for name in ("egofeat", "npy", "hdf5"):
         table.add_row(name, f"{load['seconds'][name]:.3f}", f"{load['gb_per_s'][name]:.2f}")
-    console = Console()
     console.print(table)
     console.print(f"egofeat / npy throughput: {load['ratio_vs_npy']}x (target >= 0.8); "
                   f"egofeat / hdf5: {load['ratio_vs_hdf5']}x (target >= 1)")
-    console.print(f"manifest query over {query['rows']:,} rows: polars+parquet {query['polars_parquet_s']} s "
-                  f"(target < 1 s), pandas+CSV {query['pandas_csv_s']} s ({query['speedup']}x)")
+
+
+def _print_size(console, size: dict) -> None:
+    from rich.table import Table
+
     sizes = Table(title=f"feature arrays on disk ÷ feature bytes, one part of {size['frames']} x {size['dim']} fp16 rows")
     for col in ("segments", "feature bytes", "on disk (du)", "ratio", "apparent ratio"):
         sizes.add_column(col)

@@ -105,8 +105,14 @@ class ExtractConfig(_Settings):
     dask_workers: int | None = Field(None, ge=1, description="dask: LocalCluster worker processes (default: one per GPU, else half the CPU cores).")
     scheduler: str | None = Field(None, description="dask: address of a running scheduler (e.g. tcp://10.0.0.1:8786).")
     retries: int = Field(2, ge=0, description="dask: times a part task that raised is retried.")
-    sharding: Literal["balanced", "strided"] = Field("balanced", description="torchrun: balanced (by frames to decode) | strided.")
+    sharding: Literal["balanced", "strided"] = Field("balanced", description="torchrun and --shard: balanced (by frames to decode) | strided.")
+    shard: str | None = Field(None, pattern=r"^\d+/\d+$", description="I/N: write only shard I (0-based) of N of the plan, e.g. one task of a SLURM array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (serial executor).")
+    cache_dir: Path | None = Field(None, description="Hugging Face hub cache to read encoder weights from (default: HF_HUB_CACHE).")
+    retry_errors: bool = Field(False, description="Also redo the parts holding retryable error rows (missing or unreadable videos, timeouts); their ok rows are kept byte for byte.")
+    min_found: float = Field(0.1, ge=0, le=1, description="Stop before writing anything when fewer than this share of the annotated videos is found (always when none is).")
+    log_interval: float = Field(30.0, gt=0, description="Seconds between progress lines when stderr is not a terminal (a SLURM or nohup log).")
     progress: bool = Field(True, description="Show progress.")
+    progress_json: bool = Field(False, description="Progress as JSON lines (egofeat extract --json).")
 
     @field_validator("mapping", mode="before")
     @classmethod
@@ -126,7 +132,23 @@ class ExtractConfig(_Settings):
             raise ValueError("--sampling dense needs --fps")
         if self.sampling == "native" and not self.fps and self.dataset != "epic100":
             raise ValueError("--sampling native needs --fps, the videos' frame rate (e.g. 30 for Ego4D clips)")
+        if self.shard is not None:
+            index, count = self.shard_index
+            if not 0 <= index < count:
+                raise ValueError(f"--shard {self.shard}: the shard index counts from 0 and must be below "
+                                 f"the number of shards ({count})")
+            if self.executor != "serial":
+                raise ValueError("--shard splits the plan between independent serial runs (e.g. a SLURM "
+                                 f"array); --executor {self.executor} shards the plan itself")
         return self
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        """``--shard I/N`` as ``(I, N)``; ``(0, 1)`` without it."""
+        if self.shard is None:
+            return 0, 1
+        index, count = self.shard.split("/")
+        return int(index), int(count)
 
     @property
     def crops(self) -> tuple[str, ...]:

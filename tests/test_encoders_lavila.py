@@ -269,7 +269,7 @@ def test_checkpoint_with_arbitrary_pickles_needs_trust(tmp_path):
     checkpoint = torch.load(path, weights_only=False)
     checkpoint["scheduler"] = _Opaque()
     torch.save(checkpoint, path)
-    with pytest.raises(ValueError, match="trust_pickle=True"):
+    with pytest.raises(ValueError, match="does not unpickle.*re-save just its state dict"):
         create_encoder(f"lavila:tsf:{path}", heads=2)
     assert create_encoder(f"lavila:tsf:{path}", heads=2, trust_pickle=True).dim == 32
     garbage = tmp_path / "garbage.pth"

@@ -250,3 +250,33 @@ def test_concurrent_consolidations_keep_each_others_files(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_shards_of_a_slurm_array_write_disjoint_parts_of_one_store(dataset, reference, tmp_path):
+    store = tmp_path / "store"
+    children = [subprocess.Popen([sys.executable, "-m", "egofeat", *extract_args(dataset, store, "--shard", f"{i}/2")],
+                                 env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in range(2)]
+    outputs = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0, 0], [err[-2000:] for _, err in outputs]
+    summaries = [json.loads(out[out.index("{"):]) for out, _ in outputs]
+    assert [s["done_parts"] for s in summaries] == [2, 2] and [s["planned_parts"] for s in summaries] == [2, 2]
+    assert_same_as(store, reference)
+    decoded = [{e["part_id"] for e in events_of(log) if e["event"] == "part"} for log in sorted((store / "runs").glob("*.jsonl"))]
+    assert len(decoded) == 2 and not decoded[0] & decoded[1]  # no part decoded twice
+    (info,) = [s for s in FeatureStore.open(store).info()["streams"] if s["name"] == "tiny/full"]
+    assert (info["committed_parts"], info["planned_parts"]) == (4, 4)
+
+
+def test_a_shard_answers_for_its_own_segments(dataset, tmp_path):
+    store = tmp_path / "store"
+    run_here(extract_args(dataset, store, "--shard", "0/2"))
+    rest = run_here(extract_args(dataset, store, "--shard", "1/2"))
+    assert rest["done_parts"] == 2 and not rest["failed"]
+    for bad, message in (("2/2", "must be below the number of shards (2)"), ("1/2 --executor dask", "--executor dask shards")):
+        result = CliRunner(env={"COLUMNS": "1000"}).invoke(app, extract_args(dataset, store, "--shard", *bad.split()))
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def events_of(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]

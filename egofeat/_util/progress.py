@@ -128,6 +128,8 @@ class ProgressReporter:
         parts.append(f"{_number(record['rate'])} {record['rate_unit']}")
         if record["eta_sec"] is not None:
             parts.append(f"ETA {format_duration(record['eta_sec'])}")
+        elif total:  # nothing done yet: no rate to tell from
+            parts.append("ETA --")
         if self.description:
             parts.append(self.description)
         if self.fields:
@@ -163,7 +165,8 @@ class ProgressReporter:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
-            self._emit()  # the final state, once
+            if kind is None:  # the final state, once (a failure says its own one line)
+                self._emit()
         if self._bar is not None:
             self._bar.stop()
 

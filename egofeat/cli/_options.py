@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from pydantic import BaseModel
 
+from egofeat.cli._app import debug_mode
 from egofeat.config import chosen_recipe
 from egofeat.pipelines import console as out
 from egofeat.pipelines.errors import USER_ERRORS
@@ -48,18 +49,34 @@ def recipe_layers(name: str | None, command: Command, config: Path | None = None
     return ([recipe.layer()], recipe.record()) if recipe is not None else ([], {})
 
 
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the Python traceback of an error.")]
+
+
 def user_errors(fn: F) -> F:
-    """Report errors that are the user's input as one line (exit status 2), not a traceback."""
+    """Report errors that are the user's input as one line (exit status 2), not a traceback.
+
+    Adds ``--debug`` to the command: with it (or ``egofeat --debug``) the error propagates
+    with its traceback.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
+            if debug or debug_mode():
+                raise
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             out.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
+    hints = typing.get_type_hints(fn, include_extras=True)
+    own = inspect.signature(fn)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) if isinstance(p.annotation, str) else p
+              for p in own.parameters.values()]
+    params.append(inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                    annotation=DebugOption))
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 

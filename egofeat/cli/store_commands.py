@@ -21,7 +21,7 @@ def segments(
     dataset: Annotated[str, typer.Option(help="epic100 | ego4d | generic.")] = "epic100",
     split: Annotated[str | None, typer.Option(help="Split name (default: from the file name).")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the table to parquet.")] = None,
-    store: Annotated[Path | None, typer.Option(help="Also add the segments to this store.")] = None,
+    store: Annotated[str | None, typer.Option(help="Also add the segments to this store (a folder or fsspec URL).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow .pkl files (pickles can run code).")] = False,
     mapping: Annotated[str | None, typer.Option(help="generic: JSON canonical->file column map.")] = None,
     window: Annotated[str, typer.Option(help="ego4d: action | xmic | xmic-original | eilev time window.")] = "action",

@@ -74,6 +74,8 @@ class DecodeJob:
     short_side: int | None = 256
     full_frames: bool = True
     device: str = "cpu"
+    #: whether a folder at ``path`` is read as JPEG frames (``auto``); else it is an error
+    frame_folders: bool = True
 
 
 @dataclass
@@ -90,6 +92,9 @@ class DecodeResult:
     #: why the video was read by another backend or device than asked, if it was
     fallback_reason: str | None = None
     error: str | None = None
+    #: why, in one word (``missing-video``, ``unreadable-video``, ``past-end``,
+    #: ``decode-timeout``, ``decoder-crashed``): what the store's manifest records
+    error_reason: str | None = None
     #: the video's duration when it could be opened (also on errors: lets a caller tell which
     #: segments run past the end and decode the others)
     duration_sec: float | None = None
@@ -140,10 +145,11 @@ def decode_job(job: DecodeJob, *, opener: Opener = open_video, threads: int = 1)
         try:
             _run(job, opener, threads, result)
         except VideoDecodeError as error:
-            result.error = str(error)
+            result.error, result.error_reason = str(error), error.reason
         except Exception as error:  # a decoder bug must not take the run down
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             result.error = f"{job.path}: unexpected decode failure: {detail}"
+            result.error_reason = "unreadable-video"
     text = native.text.strip()
     if text:
         result.diagnostics = text
@@ -172,7 +178,8 @@ def peak_rss_bytes() -> int:
 
 
 def _run(job: DecodeJob, opener: Opener, threads: int, result: DecodeResult) -> None:
-    with opener(job.path, job.backend, fps=job.fps, threads=threads, device=job.device) as reader:
+    with opener(job.path, job.backend, fps=job.fps, threads=threads, device=job.device,
+                frame_folders=job.frame_folders) as reader:
         result.duration_sec = float(reader.duration_sec)
         selection = reader.select(job.times)
         outputs = _Outputs(job, reader.size, selection)

@@ -200,8 +200,10 @@ class DecodePool:
                     continue
                 except (EOFError, OSError):
                     problem = f"the decode worker died ({worker.exit_description()})"
+                    reason = "decoder-crashed"
             elif time.monotonic() - worker.started > self.timeout_sec:
                 problem = f"decoding timed out after {self.timeout_sec:g} s; the worker was killed"
+                reason = "decode-timeout"
             else:
                 continue
             results[sequence] = DecodeResult(
@@ -209,6 +211,7 @@ class DecodePool:
                 path=str(job.path),
                 decode_sec=time.monotonic() - worker.started,
                 error=f"{job.path}: {problem}",
+                error_reason=reason,
             )
             self._discard(worker)
         return results

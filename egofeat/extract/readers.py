@@ -28,6 +28,7 @@ Backends (:func:`egofeat.extract.video.open_video`; ``auto`` is the fastest corr
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from abc import ABC, abstractmethod
@@ -59,7 +60,18 @@ TIME_SLACK_SEC = 1e-6
 
 
 class VideoDecodeError(RuntimeError):
-    """A video could not be opened or did not yield the requested frames."""
+    """A video could not be opened or did not yield the requested frames.
+
+    ``reason`` says why in one word, as the store's manifest records it (``missing-video``,
+    ``unreadable-video``, ``past-end``; see ``egofeat.store.manifest.ERROR_REASONS``).
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable-video") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (str(self), self.reason)
 
 
 @dataclass(frozen=True)
@@ -207,16 +219,42 @@ class VideoReader(ABC):
         return VideoDecodeError(
             f"{self.path}: time {time_sec:.3f} s is past the end of the video (duration "
             f"{duration_sec:.3f} s); does the segment run past the end of its video, or is the "
-            "file truncated?"
+            "file truncated?", reason="past-end",
         )
+
+
+def missing_path_error(path: Path, what: str) -> VideoDecodeError:
+    """Why ``path`` (a ``what``: "video file", "frame folder") cannot be found: a symbolic link
+    loop or a link to nothing say so; otherwise it does not exist."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return VideoDecodeError(
+                    f"{what} {path} is a symbolic link loop (a link that leads back to itself): "
+                    "point it at the real file", reason="unreadable-video")
+        return VideoDecodeError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which "
+                                "does not exist", reason="missing-video")
+    for parent in path.parents:  # a loop further up the path hides everything below it
+        if os.path.islink(parent):
+            try:
+                os.stat(parent)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    return VideoDecodeError(f"{what} {path}: {parent} is a symbolic link loop (a "
+                                            "link that leads back to itself)", reason="unreadable-video")
+    return VideoDecodeError(f"{what} {path} does not exist", reason="missing-video")
 
 
 def check_video_file(path: Path) -> None:
     """Raise a :class:`VideoDecodeError` naming ``path`` if it is missing, a folder or empty."""
     if not path.exists():
-        raise VideoDecodeError(f"video file {path} does not exist")
+        raise missing_path_error(path, "video file")
     if path.is_dir():
-        raise VideoDecodeError(f"{path} is a folder; use backend='frames' for JPEG frame folders")
+        raise VideoDecodeError(
+            f"{path} is a folder, not a video file (folders of JPEG frames are read only with "
+            "--layout epic-frames)")
     if path.is_file() and path.stat().st_size == 0:
         raise VideoDecodeError(f"video file {path} is empty (0 bytes); re-download or re-encode it")
 
@@ -262,12 +300,17 @@ class JpegFolderReader(VideoReader):
         super().__init__()
         self.path = folder
         self.stats.frames_decoded = 0
+        if not folder.exists():
+            raise missing_path_error(folder, "frame folder")
         if not folder.is_dir():
-            raise VideoDecodeError(f"frame folder {folder} does not exist")
+            raise VideoDecodeError(f"{folder} is a file, not a folder of frame_%010d.jpg files "
+                                   "(--layout epic-frames reads frame folders; use epic-mp4, flat "
+                                   "or a template for video files)")
         try:
             self.fps = float(fps) if fps else epic_jpeg_fps(folder.name)
         except ValueError as error:  # not an EPIC id: its frame rate must be given
-            raise VideoDecodeError(f"{folder}: {error}; pass the frame rate of its JPEGs (fps=...)") from None
+            raise VideoDecodeError(f"{folder}: {error}; frame folders are read at the EPIC-KITCHENS frame "
+                                   "rates, so they must be named by EPIC video ids") from None
         numbers = [
             int(match.group(1))
             for entry in os.scandir(folder)

@@ -30,6 +30,7 @@ def open_video(
     fps: float | None = None,
     threads: int = 1,
     device: str = "cpu",
+    frame_folders: bool = True,
 ) -> VideoReader:
     """Open a video file or a JPEG frame folder.
 
@@ -43,11 +44,13 @@ def open_video(
         device: ``cpu``, or ``cuda[:N]`` to decode on the GPU (NVDEC, through torchcodec).
             ``auto`` falls back to ``pyav`` on the CPU for a file NVDEC cannot open, and says
             why in :attr:`VideoReader.fallback_reason`.
+        frame_folders: whether ``auto`` reads a folder as JPEG frames; without, a folder is a
+            VideoDecodeError saying it is not a video file.
     """
     path = Path(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown decode backend {backend!r}; use {', '.join(BACKENDS)}")
-    if backend == "frames" or (backend == "auto" and path.is_dir()):
+    if backend == "frames" or (backend == "auto" and frame_folders and path.is_dir()):
         return JpegFolderReader(path, fps)
     check_video_file(path)
     if backend == "decord":

@@ -52,6 +52,12 @@ def print_store_info(info: dict[str, Any]) -> None:
             str(s["provenance"].get("encoder", "")),
         )
     console.print(table)
+    for s in info["streams"]:
+        if s.get("error_reasons"):
+            console.print(f"{s['name']} errors by reason: " + ", ".join(
+                f"{reason} {n['rows']:,}" + (" (retryable)" if n["retryable"] == n["rows"] else
+                                            f" ({n['retryable']:,} retryable)" if n["retryable"] else "")
+                for reason, n in s["error_reasons"].items()))
 
 
 def print_summary(summary: dict[str, Any], title: str | None = None) -> None:
@@ -65,23 +71,27 @@ def print_summary(summary: dict[str, Any], title: str | None = None) -> None:
 
 
 def print_extract_summary(summary: dict[str, Any]) -> None:
-    """Render the end-of-run summary of `egofeat extract`."""
+    """Render the end-of-run summary of `egofeat extract`: this run's work, then the error
+    rows the requested segments have in the streams (also those of earlier runs)."""
     if summary["nothing_to_do"]:
         console.print(f"nothing to do: all {summary['segments']:,} segments are already in "
                       f"{', '.join(summary['streams'])} ({summary['store']})")
+        _print_error_rows(summary)
         return
-    table = Table(title=f"extracted into {summary['store']}")
-    for column in ("stream", "ok", "errors"):
+    table = Table(title=f"extracted into {summary['store']} (this run)")
+    for column in ("stream", "ok", "errors", "error rows in the stream"):
         table.add_column(column)
     for name in summary["streams"]:
-        errors = summary["errors"][name]
-        table.add_row(name, f"{summary['ok'][name]:,}", f"[red]{errors:,}[/red]" if errors else "0")
+        errors, rows = summary["errors"][name], summary.get("error_rows", {}).get(name, 0)
+        table.add_row(name, f"{summary['ok'][name]:,}", f"[red]{errors:,}[/red]" if errors else "0",
+                      f"[red]{rows:,}[/red]" if rows else "0")
     console.print(table)
     seconds = summary["seconds"]
+    retried = f" ({summary['retried_parts']} retried)" if summary.get("retried_parts") else ""
     console.print(
-        f"parts: {summary['done_parts']} done, {summary['skipped_parts']} skipped of {summary['planned_parts']}; "
-        f"frames: {summary['unique_frames']:,} decoded for {summary['requested_frames']:,} requested "
-        f"(dedup ratio {summary['dedup_ratio']})"
+        f"parts: {summary['done_parts']} done{retried}, {summary['skipped_parts']} skipped of "
+        f"{summary['planned_parts']}; frames: {summary['unique_frames']:,} decoded for "
+        f"{summary['requested_frames']:,} requested (dedup ratio {summary['dedup_ratio']})"
     )
     console.print(
         f"seconds: decode {seconds['decode_worker']} (worker time), encode {seconds['encode']}, "
@@ -97,9 +107,56 @@ def print_extract_summary(summary: dict[str, Any]) -> None:
         shown = ", ".join(summary["failed_parts"][:5]) + (", ..." if len(summary["failed_parts"]) > 5 else "")
         console.print(f"[red]{len(summary['failed_parts'])} parts failed[/red] ({shown}): their errors are "
                       "in the run log; rerun the same command to retry them")
-    if any(summary["errors"].values()):
-        console.print("[red]some segments failed[/red]: see their error rows with "
-                      f"`egofeat query {summary['store']} \"SELECT stream, segment_id, error FROM manifest WHERE status = 'error'\"`")
+    _print_error_rows(summary)
+
+
+def _print_error_rows(summary: dict[str, Any]) -> None:
+    """The requested segments' error rows (whoever wrote them), by reason, and what to do."""
+    rows = sum(summary.get("error_rows", {}).values())
+    if not rows:
+        return
+    earlier = summary.get("errors_from_other_runs", 0)
+    reasons = summary.get("error_reasons", {})
+    shown = ", ".join(f"{reason} {n['rows']:,}" for reason, n in reasons.items())
+    console.print(f"[red]{rows:,} error rows[/red] for the requested segments ({shown})"
+                  + (f", {earlier:,} of them from earlier or concurrent runs" if earlier else ""))
+    if any(n["retryable"] for n in reasons.values()):
+        console.print("retryable ones (missing or unreadable videos, timeouts) are done again by "
+                      "the same command with --retry-errors, once their cause is fixed")
+    console.print("see them with "
+                  f"`egofeat query {summary['store']} \"SELECT stream, segment_id, error_reason, error FROM manifest WHERE status = 'error'\"`")
+
+
+def print_extract_plan(plan: dict[str, Any]) -> None:
+    """Render `egofeat extract --dry-run`."""
+    videos = plan["videos"]
+    console.print(f"videos: {videos['found']:,} found, {videos['missing']:,} missing"
+                  + (f", {videos['unusable']:,} unusable" if videos["unusable"] else "")
+                  + f" of {videos['videos']:,} (under {videos['root']}, layout {videos['layout']})")
+    for video_id, path in {**videos["missing_examples"], **videos["unusable_examples"]}.items():
+        console.print(f"  {video_id}: {path}", highlight=False)
+    console.print(f"segments: {plan['segments']:,}; parts: {plan['parts_todo']:,} to do of "
+                  f"{plan['parts_planned']:,}" + (f" ({plan['retried_parts']} to retry)" if plan["retried_parts"] else "")
+                  + f"; frames to decode: {plan['unique_frames']:,} ({plan['requested_frames']:,} requested)")
+    table = Table(title=f"plan for {plan['store']}" + ("" if plan["store_exists"] else " (a new store)"))
+    for column in ("stream", "dim", "segments done", "segments to do", "estimated size"):
+        table.add_column(column)
+    for name, s in plan["streams"].items():
+        table.add_row(name + ("" if s["exists"] else " (new)"), str(s["dim"]), f"{s['segments_done']:,}",
+                      f"{s['segments_todo']:,}", human_bytes(s["estimated_bytes"]))
+    console.print(table)
+    console.print(f"estimated store growth: {human_bytes(plan['estimated_bytes'])}; nothing was written (--dry-run)")
+    for problem in plan["problems"]:
+        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GB``, ``320 KB``, ``12 B``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def print_demo_summary(summary: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +32,25 @@ from egofeat.extract import (
     FrameSampler,
     HandObjectBoxes,
     UnionRule,
-    VideoLayout,
     VideoPlan,
     decode_job,
     plan_videos,
 )
-from egofeat.store import FeatureStore, IncompatibleStreamError, PartAlreadyCommittedError, Stream
+from egofeat.pipelines.preflight import (
+    VideoCheck,
+    check_devices,
+    check_store_location,
+    check_videos,
+    reads_frame_folders,
+    video_layout,
+)
+from egofeat.store import (
+    STATUS_ERROR,
+    FeatureStore,
+    IncompatibleStreamError,
+    PartAlreadyCommittedError,
+    Stream,
+)
 from egofeat.store.layout import safe_part_id
 from egofeat.store.names import image_stream
 
@@ -99,10 +112,22 @@ class PartSpec:
     part_id: str
     videos: tuple[VideoPlan, ...]
     todo: dict[str, frozenset[str]]
+    #: stream -> the committed attempt this part replaces there (``--retry-errors``: the
+    #: ``todo`` segments are its error rows, done again; its other rows are kept)
+    replaces: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_segments(self) -> int:
         return sum(len(v.segment_ids) for v in self.videos)
+
+    def pending_in(self, stream: Stream) -> bool:
+        """Whether ``stream`` still needs this part: not committed, or (retrying) still at the
+        attempt it replaces."""
+        record = stream.commit_record(self.part_id)
+        replacing = self.replaces.get(stream.name)
+        if replacing is None:
+            return record is None
+        return record is not None and record["attempt"] == replacing
 
 
 def part_id_of(videos: Sequence[VideoPlan]) -> str:
@@ -129,6 +154,37 @@ def plan_parts(plan: ExtractionPlan, done: dict[str, set[str]], videos_per_part:
         if todo:
             parts.append(PartSpec(part_id_of(group), group, todo))
     return parts
+
+
+def retry_parts(streams: Sequence[Stream], segments: pl.DataFrame, sampler: FrameSampler,
+                parts: Sequence[PartSpec]) -> list[PartSpec]:
+    """``parts`` with the committed parts that hold retryable error rows of ``segments`` added
+    (or merged in, when a part is also still to do in another stream): each to be rewritten
+    with those rows done again. Its videos are planned for those segments alone, so a retry
+    decodes only what it redoes."""
+    wanted = segments.select("segment_id")
+    todo: dict[str, dict[str, frozenset[str]]] = {}
+    replaces: dict[str, dict[str, str]] = {}
+    for stream in streams:
+        rows = (stream.manifest().filter((pl.col("status") == STATUS_ERROR) & pl.col("retryable").fill_null(True))
+                .select("segment_id", "part_id", "attempt").collect().join(wanted, on="segment_id", how="semi"))
+        for (part_id, attempt), group in rows.group_by("part_id", "attempt"):
+            todo.setdefault(part_id, {})[stream.name] = frozenset(group["segment_id"].to_list())
+            replaces.setdefault(part_id, {})[stream.name] = attempt
+    if not todo:
+        return list(parts)
+    planned = {p.part_id: p for p in parts}
+    out = list(parts)
+    for part_id in sorted(todo):
+        if part_id in planned:  # still to do in another stream: one part does both
+            part = planned[part_id]
+            out[out.index(part)] = replace(part, todo={**part.todo, **todo[part_id]},
+                                           replaces={**part.replaces, **replaces[part_id]})
+            continue
+        ids = set().union(*todo[part_id].values())
+        plan = plan_videos(segments.filter(pl.col("segment_id").is_in(list(ids))), sampler)
+        out.append(PartSpec(part_id, plan.videos, todo[part_id], replaces[part_id]))
+    return out
 
 
 # ---- the part function -------------------------------------------------------------------
@@ -161,6 +217,16 @@ class PartOutcome:
     segments: int = 0
     #: why videos were decoded by another backend or device than asked -> how many videos
     decode_fallbacks: dict[str, int] = field(default_factory=dict)
+    #: what native decoder libraries printed while decoding, per video path (the run log keeps it)
+    decoder_output: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why a segment has no features, and the reason the manifest records."""
+
+    message: str
+    reason: str = "other"
 
 
 @dataclass(frozen=True)
@@ -173,25 +239,16 @@ class _Target:
 class PartRunner:
     """Decodes, crops, encodes and writes parts. Holds the encoders: build it once per process."""
 
-    def __init__(self, options: ExtractConfig, store: FeatureStore, sampler: FrameSampler) -> None:
-        from egofeat.extract.encoders import create_encoder
-
+    def __init__(self, options: ExtractConfig, store: FeatureStore, sampler: FrameSampler,
+                 encoders: Sequence[Any] | None = None) -> None:
         self.options = options
         self.store = store
         self.sampler = sampler
-        self.encoders = [
-            create_encoder(name, device=options.device, batch_size=options.batch_size)
-            for name in options.encoders
-        ]
-        kinds = {enc.kind for enc in self.encoders}
-        if "clip" in kinds and sampler.kind != "clip":
-            raise ValueError("clip encoders (LaViLa) need --sampling clip, and a run of their own")
-        if sampler.kind == "clip" and kinds != {"clip"}:
-            raise ValueError("--sampling clip is for clip encoders only; extract image encoders in another run")
-        for enc in self.encoders:
-            if enc.kind == "clip" and enc.frames_per_clip != sampler.clip_len:
-                raise ValueError(f"{enc.name} takes {enc.frames_per_clip} frames per clip: pass --clip-len {enc.frames_per_clip}")
-        self.layout = _video_layout(options)
+        self.encoders = list(encoders) if encoders is not None else create_encoders(options, sampler)
+        self.layout = video_layout(options)
+        #: frame folders only where the layout may hold them: elsewhere a folder at a video's
+        #: path is an error saying so, not a frame folder of an unknown frame rate
+        self.frame_folders = reads_frame_folders(options)
         self.rule = UnionRule(hand_threshold=options.hand_threshold, object_threshold=options.object_threshold)
         sizes = [enc.preprocessing.resize_size for enc in self.encoders]
         self.short_side = max(sizes)
@@ -256,8 +313,8 @@ class PartRunner:
         """The video's file or frame folder (a missing one is reported when decoding)."""
         return self.layout.resolve(video.video_id, video.participant_id)
 
-    def boxes_for(self, video: VideoPlan) -> np.ndarray | str | None:
-        """Per-time crop boxes (N, 4), an error message, or None when no stream needs crops."""
+    def boxes_for(self, video: VideoPlan) -> np.ndarray | RowError | None:
+        """Per-time crop boxes (N, 4), why there are none, or None when no stream needs crops."""
         if not any(t.crop == "hand" for t in self.targets):
             return None
         options = self.options
@@ -270,11 +327,12 @@ class PartRunner:
                                                     rule=self.rule, **common)
             return np.asarray(boxes.boxes_at(video.times), dtype=np.float64)
         except (OSError, ValueError) as error:
-            return f"hand-object boxes of video {video.video_id}: {error}"
+            return RowError(f"hand-object boxes of video {video.video_id}: {error}", "missing-boxes")
 
     def job(self, video: VideoPlan, path: Path, boxes: np.ndarray | None, times: np.ndarray | None = None) -> DecodeJob:
         return DecodeJob(
             key=video.video_id, path=path, times=video.times if times is None else times,
+            backend="frames" if self.frame_folders else "auto", frame_folders=self.frame_folders is not False,
             boxes=boxes, crop_size=self.crop_size, crop_margin=0.0, crop_square=False,
             short_side=self.short_side,
             full_frames=any(t.crop == "full" for t in self.targets),
@@ -284,7 +342,7 @@ class PartRunner:
     # -- encode and write --
     def write_part(self, part: PartSpec, decoded: Sequence[DecodedVideo]) -> PartOutcome:
         """Encode the decoded videos of ``part`` and commit one store part per target stream."""
-        outcome = PartOutcome(part.part_id, segments=part.n_segments)
+        outcome = PartOutcome(part.part_id, segments=sum(len(ids) for ids in part.todo.values()))
         for target in self.targets:
             todo = part.todo.get(target.stream.name)
             if not todo:
@@ -294,7 +352,7 @@ class PartRunner:
                 outcome.skipped.append(target.stream.name)
                 continue
             with lease:
-                if target.stream.is_committed(part.part_id):  # it finished while we decoded
+                if not part.pending_in(target.stream):  # another process did it while we decoded
                     outcome.skipped.append(target.stream.name)
                     continue
                 self._write_target(part, target, todo, decoded, outcome)
@@ -303,15 +361,19 @@ class PartRunner:
     def _write_target(self, part: PartSpec, target: _Target, todo: frozenset[str],
                       decoded: Sequence[DecodedVideo], outcome: PartOutcome) -> None:
         encoder = self.encoders[target.encoder_index]
-        writer = target.stream.part_writer(part.part_id)
+        try:
+            writer = target.stream.part_writer(part.part_id, replacing=part.replaces.get(target.stream.name))
+        except PartAlreadyCommittedError:
+            outcome.skipped.append(target.stream.name)
+            return
         times = StageTimes()
         ok = errors = 0
         for video in decoded:
             for sid, row in self._rows(video, target, encoder, times):
                 if sid not in todo:
                     continue
-                if isinstance(row, str):
-                    writer.add_error(sid, video.plan.video_id, row)
+                if isinstance(row, RowError):
+                    writer.add_error(sid, video.plan.video_id, row.message, reason=row.reason)
                     errors += 1
                 else:
                     feats, frame_times, row_boxes = row
@@ -330,13 +392,15 @@ class PartRunner:
 
     def _rows(self, video: DecodedVideo, target: _Target, encoder: Any,
               times: StageTimes) -> Iterator[tuple[str, Any]]:
-        """(segment id, (features, frame times, boxes) or an error message) per segment."""
+        """(segment id, (features, frame times, boxes) or a RowError) per segment."""
         plan, result = video.plan, video.result
-        error = result.error if result is not None else video.error
-        if target.crop == "hand" and isinstance(video.boxes, str):
+        error = video.error
+        if result is not None and result.error is not None:
+            error = RowError(result.error, result.error_reason or "unreadable-video")
+        if target.crop == "hand" and isinstance(video.boxes, RowError):
             error = error or video.boxes
         if error is not None or result is None:
-            yield from ((sid, error or "not decoded") for sid in plan.segment_ids)
+            yield from ((sid, error or RowError("not decoded")) for sid in plan.segment_ids)
             return
         images = result.crops if target.crop == "hand" else result.frames
         wanted = [i for i, sid in enumerate(plan.segment_ids) if sid not in video.segment_errors]
@@ -363,21 +427,33 @@ class PartRunner:
             yield sid, (rows[i], result.times[index], boxes)
 
 
+def create_encoders(options: ExtractConfig, sampler: FrameSampler) -> list[Any]:
+    """The run's encoders, checked against its sampling (clip encoders need clips)."""
+    from egofeat.extract.encoders import create_encoder
+
+    encoders = [create_encoder(name, device=options.device, batch_size=options.batch_size,
+                               cache_dir=options.cache_dir)
+                for name in options.encoders]
+    kinds = {enc.kind for enc in encoders}
+    if "clip" in kinds and sampler.kind != "clip":
+        raise ValueError("clip encoders (LaViLa) need --sampling clip, and a run of their own")
+    if sampler.kind == "clip" and kinds != {"clip"}:
+        raise ValueError("--sampling clip is for clip encoders only; extract image encoders in another run")
+    for enc in encoders:
+        if enc.kind == "clip" and enc.frames_per_clip != sampler.clip_len:
+            raise ValueError(f"{enc.name} takes {enc.frames_per_clip} frames per clip: pass --clip-len {enc.frames_per_clip}")
+    return encoders
+
+
 @dataclass
 class DecodedVideo:
     """A video of a part after decoding: its frames, or why it has none, per segment."""
 
     plan: VideoPlan
     result: DecodeResult | None
-    boxes: np.ndarray | str | None
-    error: str | None = None
-    segment_errors: dict[str, str] = field(default_factory=dict)
-
-
-def _video_layout(options: ExtractConfig) -> VideoLayout:
-    if "{" in options.layout:
-        return VideoLayout(options.videos, options.layout)
-    return VideoLayout.preset(options.layout, options.videos)
+    boxes: np.ndarray | RowError | None
+    error: RowError | None = None
+    segment_errors: dict[str, RowError] = field(default_factory=dict)
 
 
 # ---- decoding around part boundaries ------------------------------------------------------
@@ -392,9 +468,10 @@ def _decode_fitting_segments(runner: PartRunner, video: VideoPlan, path: Path,
     limit = duration + END_SLACK_SEC
     fits = [i for i in range(len(video.segment_ids)) if video.segment_times(i).max() <= limit]
     errors = {
-        video.segment_ids[i]: (
+        video.segment_ids[i]: RowError(
             f"segment {video.segment_ids[i]} needs a frame at {video.segment_times(i).max():.3f} s, "
-            f"past the end of video {video.video_id} ({duration:.3f} s): check its end time"
+            f"past the end of video {video.video_id} ({duration:.3f} s): check its end time",
+            "past-end",
         )
         for i in range(len(video.segment_ids)) if i not in fits
     }
@@ -463,10 +540,22 @@ class ExtractSummary:
     run_log: str | None = None
     #: why videos were decoded by another backend or device than asked -> how many videos
     decode_fallbacks: dict[str, int] = field(default_factory=dict)
+    #: parts this run rewrote with their error rows done again (``--retry-errors``)
+    retried_parts: int = 0
+    #: per stream, the error rows the requested segments have there now, whoever wrote them
+    error_rows: dict[str, int] = field(default_factory=dict)
+    #: of those, rows this run did not write (earlier runs, or a concurrent one)
+    errors_from_other_runs: int = 0
+    #: the error rows of the requested segments by reason: {reason: {"rows", "retryable"}}
+    error_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the videos found and missing before the run (see egofeat.pipelines.preflight)
+    videos: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
-        return any(self.errors.values()) or bool(self.failed_parts)
+        """Whether a requested segment has an error row in a target stream (whoever wrote it),
+        or a part failed."""
+        return any(self.error_rows.values()) or any(self.errors.values()) or bool(self.failed_parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "failed": self.failed}
@@ -483,28 +572,41 @@ class PreparedRun:
     runner: PartRunner
     plan: ExtractionPlan
     parts: list[PartSpec]
+    videos: VideoCheck | None = None
+    #: the segments this process answers for (a shard's), None: all of ``segments``
+    requested: frozenset[str] | None = None
 
 
 def prepare_extract(options: ExtractConfig) -> PreparedRun:
-    """Load segments into the store, create streams, plan frames and the parts still to do."""
+    """Check the devices and videos, then load segments into the store, create streams, plan
+    frames and the parts still to do (with ``retry_errors``, also the parts holding retryable
+    error rows). Nothing is written before the checks pass and the encoders load."""
     from egofeat.pipelines.segments import store_vocabularies
 
     segments, vocabularies = load_annotations(options)
+    check_devices(options)
+    check_store_location(options)
+    videos = check_videos(options, segments)
+    sampler = build_sampler(options)
+    encoders = create_encoders(options, sampler)
     store = FeatureStore.open(options.store, create=True)
     for dataset in segments["dataset"].unique().sort().to_list():  # before the segments: a
         store_vocabularies(store, dataset, vocabularies)            # refused vocabulary adds nothing
     store.add_segments(segments)
-    sampler = build_sampler(options)
-    runner = PartRunner(options, store, sampler)
-    done = {
-        t.stream.name: set(t.stream.manifest().select("segment_id").collect()["segment_id"].to_list())
-        for t in runner.targets
-    }
+    runner = PartRunner(options, store, sampler, encoders)
+    done = {t.stream.name: done_segments(t.stream) for t in runner.targets}
     for t in runner.targets:
         t.stream.cleanup()  # crashed attempts of parts nobody holds
     plan = plan_videos(segments, sampler, fps=native_frame_rate(options) if sampler.kind == "native" else None)
     parts = plan_parts(plan, done, options.videos_per_part)
-    return PreparedRun(options, store, sampler, segments, runner, plan, parts)
+    if options.retry_errors:
+        parts = retry_parts([t.stream for t in runner.targets], segments, sampler, parts)
+    return PreparedRun(options, store, sampler, segments, runner, plan, parts, videos)
+
+
+def done_segments(stream: Stream) -> set[str]:
+    """Segments a stream holds a row of (ok or error)."""
+    return set(stream.manifest().select("segment_id").collect()["segment_id"].to_list())
 
 
 # ---- text streams -------------------------------------------------------------------------

@@ -112,5 +112,5 @@ def _infer_split(path: Path) -> str:
         if split in name:
             return split
     raise SegmentTableError(
-        "cannot tell the split from the file name", file=path, fix="pass split='train' or 'test'"
+        "cannot tell the split from the file name", file=path, fix="give the split with --split train or --split test"
     )

@@ -79,7 +79,7 @@ def infer_epic_split(path: str | Path) -> str:
     raise SegmentTableError(
         "cannot tell the split from the file name",
         file=path,
-        fix="pass split=... (e.g. 'train', 'val' or 'test')",
+        fix="give the split with --split (e.g. train, val or test)",
     )
 
 
@@ -148,7 +148,7 @@ def _read_pickle(path: Path, allow_pickle: bool) -> pl.DataFrame:
         raise SegmentTableError(
             "refusing to unpickle: loading a pickle can execute arbitrary code",
             file=path,
-            fix=f"pass allow_pickle=True if you trust this file, or load the CSV twin "
+            fix=f"rerun with --allow-pickle if you trust this file, or load the CSV twin "
             f"{path.with_suffix('.csv').name} instead",
         )
     try:

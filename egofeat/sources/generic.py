@@ -92,5 +92,5 @@ def _check_mapping(mapping: Mapping[str, str], split: str | None, path: Path) ->
         raise ValueError(
             f"mapping for {path.name} lacks {', '.join(map(repr, missing))}: add e.g. "
             f"{{{missing[0]!r}: '<column of {path.name}>'}}"
-            + (" (or pass split=...)" if "split" in missing else "")
+            + (" (or give the split with --split)" if "split" in missing else "")
         )

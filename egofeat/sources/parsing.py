@@ -126,6 +126,7 @@ def read_table(path: str | Path, *, separator: str | None = None) -> pl.DataFram
     try:
         return pl.read_csv(path, separator=separator, infer_schema=False)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
+        _check_utf8(path)  # a text encoding problem is not a separator problem
         reason = str(error).splitlines()[0]
         raise SegmentTableError(
             f"cannot be read as {'tab' if separator == chr(9) else repr(separator)}-separated "
@@ -133,6 +134,23 @@ def read_table(path: str | Path, *, separator: str | None = None) -> pl.DataFram
             file=path,
             fix="check the separator and that every row has as many fields as the header",
         ) from error
+
+
+def _check_utf8(path: Path) -> None:
+    """Raise :class:`SegmentTableError` naming the first byte of ``path`` that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        start = data.rfind(b"\n", 0, error.start) + 1
+        raise SegmentTableError(
+            f"not UTF-8 text: byte 0x{data[error.start]:02X} at byte offset {error.start} (line "
+            f"{line}, character {error.start - start + 1}, after "
+            f"{data[start:error.start][-30:].decode('utf-8', 'replace')!r})",
+            file=path, row=line - 1 if line > 1 else None,
+            fix=f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}",
+        ) from None
 
 
 def require_columns(

@@ -6,6 +6,7 @@ See docs/FORMAT.md for the layout; zarr + polars alone can read it.
 from egofeat.store.errors import (
     IncompatibleStreamError,
     PartAlreadyCommittedError,
+    QueryError,
     SegmentConflictError,
     StoreAccessError,
     StoreError,
@@ -18,7 +19,13 @@ from egofeat.store.errors import (
     StreamNotFoundError,
 )
 from egofeat.store.layout import safe_part_id
-from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
+from egofeat.store.manifest import (
+    ERROR_REASONS,
+    MANIFEST_SCHEMA,
+    STATUS_ERROR,
+    STATUS_OK,
+    is_retryable,
+)
 from egofeat.store.provenance import provenance_diff, provenance_key
 from egofeat.store.store import FeatureStore
 from egofeat.store.stream import LoadedStream, Stream
@@ -27,12 +34,14 @@ from egofeat.store.vocabularies import VocabularyConflictError
 from egofeat.store.writer import PartWriter
 
 __all__ = [
+    "ERROR_REASONS",
     "FeatureStore",
     "IncompatibleStreamError",
     "LoadedStream",
     "MANIFEST_SCHEMA",
     "PartAlreadyCommittedError",
     "PartWriter",
+    "QueryError",
     "STATUS_ERROR",
     "STATUS_OK",
     "SegmentConflictError",
@@ -48,6 +57,7 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "VocabularyConflictError",
+    "is_retryable",
     "provenance_diff",
     "provenance_key",
     "safe_part_id",

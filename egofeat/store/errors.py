@@ -34,6 +34,10 @@ class StreamBusyError(StoreError):
     """A live run with a different plan is writing the stream."""
 
 
+class QueryError(StoreError, ValueError):
+    """SQL over a store's tables that polars refuses (the message names the tables' columns)."""
+
+
 class StoreVersionError(StoreError):
     """A store or stream written in a newer format than this egofeat reads."""
 

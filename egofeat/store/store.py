@@ -15,6 +15,7 @@ import egofeat
 from egofeat.store import layout
 from egofeat.store.errors import (
     IncompatibleStreamError,
+    QueryError,
     SegmentConflictError,
     StoreNotFoundError,
     StoreVersionError,
@@ -227,9 +228,22 @@ class FeatureStore:
         return pl.concat(frames, how="diagonal_relaxed")
 
     def sql(self, query: str) -> pl.DataFrame:
-        """Run polars SQL over the tables ``segments`` and ``manifest`` (all streams)."""
-        context = pl.SQLContext(segments=self.segments(), manifest=self.manifest(), eager=False)
-        return context.execute(query).collect()
+        """Run polars SQL over the tables ``segments`` and ``manifest`` (all streams).
+
+        A query polars refuses raises QueryError: one line with polars' reason and the tables
+        and columns there are.
+        """
+        tables = {"segments": self.segments(), "manifest": self.manifest()}
+        context = pl.SQLContext(tables, eager=False)
+        try:
+            return context.execute(query).collect()
+        except pl.exceptions.PolarsError as error:
+            # polars appends the plan it failed on after a blank line: the reason is before it
+            paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]
+            reason = " ".join(p for p in paragraphs[:2] if not p.startswith(("Resolved plan", "This error")))
+            columns = "; ".join(f"{name} ({', '.join(frame.collect_schema().names())})"
+                                for name, frame in tables.items())
+            raise QueryError(f"bad SQL: {reason or type(error).__name__}. Tables: {columns}") from None
 
     def info(self) -> dict[str, Any]:
         """A summary of the store: segments per dataset/split and every stream's counts."""

@@ -1,7 +1,10 @@
 """A stream: the features of one (encoder, crop, sampling) over many segments, and its readers.
 
 Readers see committed parts only (those with a commit record), so they may poll a stream
-that other processes are writing: nothing they read is ever rewritten or half-written.
+that other processes are writing: nothing they read is ever rewritten or half-written. A part
+retried later (:meth:`Stream.part_writer` with ``replacing``) gets a new attempt and its record
+is replaced atomically; the attempt it replaced stays on disk for :data:`REPLACED_GRACE_S`, so
+a reader that listed the old record can still read it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ import polars as pl
 import zarr
 
 from egofeat.store import layout
-from egofeat.store.errors import StoreError, StreamBusyError
+from egofeat.store.errors import PartAlreadyCommittedError, StoreError, StreamBusyError
 from egofeat.store.fs import StoreFS, is_temporary
 from egofeat.store.lease import PartLease
-from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_OK
+from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK, with_error_columns
 from egofeat.store.paths import StreamPaths
 from egofeat.store.provenance import provenance_key
 from egofeat.store.stream_info import StreamInfo
-from egofeat.store.writer import PartWriter
+from egofeat.store.writer import BasePart, PartWriter
+
+#: How long the attempt a retried part replaced is kept (for readers that listed its old record).
+REPLACED_GRACE_S = 600.0
 
 
 @dataclass
@@ -66,9 +72,34 @@ class Stream:
         return f"Stream({self.name!r}, dim={self.info.dim}, frames_per_row={self.info.frames_per_row})"
 
     # ---- parts and commits -------------------------------------------------------------
-    def part_writer(self, part_id: str) -> PartWriter:
-        """A writer for one part; see :class:`PartWriter`."""
-        return PartWriter(self.fs, self.paths, self.info, part_id)
+    def part_writer(self, part_id: str, *, replacing: str | None = None) -> PartWriter:
+        """A writer for one part; see :class:`PartWriter`.
+
+        ``replacing``: the attempt of the committed part that the writer replaces (retrying
+        some of its rows); rows not added again are kept byte for byte. Hold the part's lease
+        (:meth:`claim`) while replacing; PartAlreadyCommittedError if the record names
+        another attempt by now.
+        """
+        base = None
+        if replacing is not None:
+            record = self.commit_record(part_id)
+            if record is None or record["attempt"] != replacing:
+                raise PartAlreadyCommittedError(
+                    f"part {part_id!r} of stream {self.name!r} is no longer at attempt {replacing!r}"
+                )
+            manifest = self._read_parquet(self.paths.manifest(part_id, replacing))
+            frames = int(manifest.filter(pl.col("status") == STATUS_OK)["n_frames"].sum() or 0)
+            features = np.empty((frames, self.info.dim), dtype=self.info.dtype)
+            self._read_part_into(part_id, replacing, features)
+            base = BasePart(record, manifest, features)
+        return PartWriter(self.fs, self.paths, self.info, part_id, base=base)
+
+    def commit_record(self, part_id: str) -> dict[str, Any] | None:
+        """The commit record of ``part_id``, or None if it is not committed."""
+        try:
+            return json.loads(self.fs.read_bytes(self.paths.commit(part_id)))
+        except FileNotFoundError:
+            return None
 
     def committed_parts(self) -> dict[str, dict[str, Any]]:
         """Commit records by part id (only committed parts are visible to readers)."""
@@ -84,13 +115,23 @@ class Stream:
         return self.fs.exists(self.paths.commit(part_id))
 
     def uncommitted_attempts(self) -> list[tuple[str, str]]:
-        """(part_id, attempt) folders that no commit record points to: crashed or in-flight writes."""
-        committed = {pid: r["attempt"] for pid, r in self.committed_parts().items()}
+        """(part_id, attempt) folders that no commit record points to or names as replaced:
+        crashed or in-flight writes."""
+        return [(pid, att) for pid, att, replaced in self._attempts_off_record() if not replaced]
+
+    def replaced_attempts(self) -> list[tuple[str, str]]:
+        """(part_id, attempt) folders of attempts a retry replaced (kept for a while for
+        readers that listed the old record, see :data:`REPLACED_GRACE_S`)."""
+        return [(pid, att) for pid, att, replaced in self._attempts_off_record() if replaced]
+
+    def _attempts_off_record(self) -> list[tuple[str, str, bool]]:
+        records = self.committed_parts()
         found = []
         for part_id in self.fs.listdir(self.paths.parts, dirs_only=True):
+            record = records.get(part_id, {})
             for attempt in self.fs.listdir(self.paths.part(part_id), dirs_only=True):
-                if committed.get(part_id) != attempt:
-                    found.append((part_id, attempt))
+                if record.get("attempt") != attempt:
+                    found.append((part_id, attempt, attempt in record.get("replaced", ())))
         return found
 
     def claim(self, part_id: str) -> PartLease | None:
@@ -112,17 +153,23 @@ class Stream:
         is held belong to a writer at work and are kept, which is why writers write a part only
         while they hold its lease), and so do the temporary files anywhere in the store's
         metadata (this stream's commit records, other streams' files, the segment table) that
-        no live writer holds (see :func:`remove_stale_temporaries`).
+        no live writer holds (see :func:`remove_stale_temporaries`). Attempts a retry replaced
+        go once the retry is :data:`REPLACED_GRACE_S` old.
         """
         removed = remove_stale_temporaries(self.fs)
-        for part_id, attempt in self.uncommitted_attempts():
+        for part_id, attempt, _ in self._attempts_off_record():
             lease = self.claim(part_id)
             if lease is None:
                 continue
             with lease:
-                if self.committed_parts().get(part_id, {}).get("attempt") != attempt:
-                    self.fs.remove(self.paths.attempt(part_id, attempt))
-                    removed += 1
+                record = self.commit_record(part_id) or {}
+                if record.get("attempt") == attempt:
+                    continue
+                if attempt in record.get("replaced", ()) and (
+                        time.time() - float(record.get("committed_at", 0)) < REPLACED_GRACE_S):
+                    continue
+                self.fs.remove(self.paths.attempt(part_id, attempt))
+                removed += 1
         return removed
 
     # ---- plans ------------------------------------------------------------------------
@@ -191,11 +238,11 @@ class Stream:
         """The rows of the parts of ``records`` (one snapshot of the commit records)."""
         consolidated = self._consolidated(records)
         if consolidated is not None:
-            return consolidated
+            return with_error_columns(consolidated)
         if not records:
             return pl.LazyFrame(schema=MANIFEST_SCHEMA)
         frames = [self._read_parquet(url) for url in self._manifest_urls(records)]
-        return pl.concat(frames, how="diagonal_relaxed").lazy()
+        return with_error_columns(pl.concat(frames, how="diagonal_relaxed").lazy())
 
     def _read_parquet(self, path: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
@@ -210,7 +257,7 @@ class Stream:
         frame = self._manifest_of(records).collect() if records else pl.DataFrame(schema=MANIFEST_SCHEMA)
         buffer = io.BytesIO()
         frame.write_parquet(buffer, statistics=True)
-        key = provenance_key({"parts": {p: r["attempt"] for p, r in records.items()}})
+        key = _consolidation_key(records)
         self.fs.write_bytes(self.paths.path(f"manifest-{key}.parquet"), buffer.getvalue())
         self.fs.write_bytes(
             self.paths.consolidated_file,
@@ -227,7 +274,8 @@ class Stream:
             return None
         try:  # a concurrent consolidation may replace it at any moment: then read the parts
             meta = json.loads(self.fs.read_bytes(self.paths.consolidated_file))
-            if sorted(meta["parts"]) != sorted(records):
+            # the same parts at the same attempts (a retried part has a new attempt)
+            if meta["manifest"] != f"manifest-{_consolidation_key(records)}.parquet":
                 return None
             return self._read_parquet(self.paths.path(meta["manifest"])).lazy()
         except FileNotFoundError:
@@ -339,12 +387,13 @@ class Stream:
     def summary(self) -> dict[str, Any]:
         """Counts and shape for `egofeat info` (of one snapshot of the committed parts)."""
         committed = self.committed_parts()
-        manifest = self._manifest_of(committed).select("status", "n_frames").collect()
+        manifest = self._manifest_of(committed).select("status", "n_frames", "error_reason", "retryable").collect()
         ok = manifest.filter(pl.col("status") == STATUS_OK)
         summary = {
             "name": self.name, "kind": self.info.kind, "dim": self.info.dim, "dtype": self.info.dtype,
             "frames_per_row": self.info.frames_per_row, "rows": manifest.height, "ok": ok.height,
             "errors": manifest.height - ok.height, "frames": int(ok["n_frames"].sum() or 0),
+            "error_reasons": error_reasons(manifest),
             "committed_parts": len(committed), "provenance": self.info.provenance,
             "key": self.info.key,
         }
@@ -352,6 +401,24 @@ class Stream:
         if plan is not None:  # planned = committed + those the last plan had still to do
             summary["planned_parts"] = len(set(committed) | set(plan["parts"]))
         return summary
+
+
+def error_reasons(manifest: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Error rows of a manifest by reason: ``{reason: {"rows": n, "retryable": k}}``, most
+    first (rows from before reasons were recorded: ``unknown``)."""
+    errors = manifest.filter(pl.col("status") == STATUS_ERROR)
+    if not errors.height:
+        return {}
+    counts = (errors.group_by(pl.col("error_reason").fill_null("unknown"))
+              .agg(pl.len().alias("rows"), pl.col("retryable").fill_null(True).sum().alias("retryable"))
+              .sort(["rows", "error_reason"], descending=[True, False]))
+    return {row["error_reason"]: {"rows": int(row["rows"]), "retryable": int(row["retryable"])}
+            for row in counts.iter_rows(named=True)}
+
+
+def _consolidation_key(records: dict[str, dict[str, Any]]) -> str:
+    """The key of a consolidated manifest: its parts and their attempts."""
+    return provenance_key({"parts": {p: r["attempt"] for p, r in records.items()}})
 
 
 class _NoLease:

@@ -5,6 +5,10 @@ zarr array, so no chunk is ever shared), and becomes visible only when its commi
 ``commits/<part_id>.json`` is created. Creating that record is exclusive: if two writers race
 on the same part, one commits and the other's attempt is discarded. A write that fails (a full
 disk, a read-only store) discards its attempt too, so nothing is ever committed half-way.
+
+A writer may also *replace* a committed part (``--retry-errors``: some of its error rows done
+again): it is given the committed attempt (:class:`BasePart`), writes a new attempt holding the
+new rows and, byte for byte, every row it did not redo, and points the commit record at it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from egofeat.store import layout
 from egofeat.store.crashpoints import crash_point
 from egofeat.store.errors import IncompatibleStreamError, PartAlreadyCommittedError, StoreError
 from egofeat.store.fs import StoreFS
-from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK
+from egofeat.store.manifest import MANIFEST_SCHEMA, STATUS_ERROR, STATUS_OK, is_retryable
 from egofeat.store.paths import StreamPaths
 from egofeat.store.stream_info import StreamInfo
 
@@ -44,6 +48,22 @@ class _Row:
     boxes: list[list[float]] | None
     error: str | None
     extra: dict[str, Any]
+    reason: str | None = None
+    retryable: bool | None = None
+
+
+@dataclass(frozen=True)
+class BasePart:
+    """A committed attempt that a writer replaces: its commit record, its manifest rows and
+    its features (the ok rows' frames, in manifest order)."""
+
+    record: dict[str, Any]
+    manifest: pl.DataFrame
+    features: np.ndarray
+
+    @property
+    def attempt(self) -> str:
+        return str(self.record["attempt"])
 
 
 class PartWriter:
@@ -57,11 +77,14 @@ class PartWriter:
             part.add_error("P01_11_1", "P01_11", "decode timed out after 60 s")
     """
 
-    def __init__(self, fs: StoreFS, paths: StreamPaths, info: StreamInfo, part_id: str) -> None:
+    def __init__(self, fs: StoreFS, paths: StreamPaths, info: StreamInfo, part_id: str,
+                 *, base: BasePart | None = None) -> None:
         self.fs = fs
         self.paths = paths
         self.info = info
         self.part_id = layout.check_part_id(part_id)
+        #: the committed attempt this writer replaces (rows not added again are kept as they are)
+        self.base = base
         self.attempt = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
         self._rows: list[_Row] = []
         self._seen: set[str] = set()
@@ -100,7 +123,8 @@ class PartWriter:
                 f"holds {info.frames_per_row} frames per row"
             )
         if not np.isfinite(feats).all():
-            self.add_error(segment_id, video_id, "encoder produced non-finite features", frame_times=frame_times)
+            self.add_error(segment_id, video_id, "encoder produced non-finite features",
+                           frame_times=frame_times, reason="non-finite-features")
             return
         self._append(_Row(segment_id, video_id, feats.astype(info.dtype, copy=False),
                           _floats(frame_times), _boxes(boxes), None, dict(extra or {})))
@@ -113,9 +137,17 @@ class PartWriter:
         *,
         frame_times: Sequence[float] | None = None,
         extra: Mapping[str, Any] | None = None,
+        reason: str = "other",
+        retryable: bool | None = None,
     ) -> None:
-        """Add an ``error`` row: the segment is recorded, with what went wrong, and has no features."""
-        self._append(_Row(segment_id, video_id, None, _floats(frame_times), None, str(error), dict(extra or {})))
+        """Add an ``error`` row: the segment is recorded, with what went wrong, and has no features.
+
+        ``reason`` says why in one word (see :data:`~egofeat.store.manifest.ERROR_REASONS`);
+        ``retryable`` whether doing it again may succeed (default: what the reason says).
+        """
+        retry = is_retryable(reason) if retryable is None else bool(retryable)
+        self._append(_Row(segment_id, video_id, None, _floats(frame_times), None, str(error),
+                          dict(extra or {}), reason, retry))
 
     def _append(self, row: _Row) -> None:
         if row.segment_id in self._seen:
@@ -152,10 +184,13 @@ class PartWriter:
             raise
 
     def _commit(self, timing: Mapping[str, float] | None) -> dict[str, Any]:
-        if self.fs.exists(self.paths.commit(self.part_id)):
+        if self.base is None and self.fs.exists(self.paths.commit(self.part_id)):
             raise PartAlreadyCommittedError(f"part {self.part_id!r} of stream {self.info.name!r} is already committed")
-        n_frames = self._write_features()
-        manifest = self._manifest()
+        if self.base is not None:
+            self._check_base()
+        rows = self._final_rows()
+        n_frames = self._write_features(rows)
+        manifest = self._manifest(rows)
         buffer = io.BytesIO()
         manifest.write_parquet(buffer, statistics=True)
         self.fs.write_bytes(self.paths.manifest(self.part_id, self.attempt), buffer.getvalue(), atomic=False)
@@ -164,21 +199,60 @@ class PartWriter:
         record = {
             "part_id": self.part_id,
             "attempt": self.attempt,
-            "rows": len(self._rows),
+            "rows": len(rows),
             "ok": n_ok,
-            "errors": len(self._rows) - n_ok,
+            "errors": len(rows) - n_ok,
             "n_frames": n_frames,
             "committed_at": time.time(),
             "writer": {"host": socket.gethostname(), "pid": os.getpid()},
             "timing": dict(timing or {}),
         }
-        if not self.fs.create_exclusive(self.paths.commit(self.part_id), json.dumps(record, indent=1).encode()):
+        data_path = self.paths.commit(self.part_id)
+        if self.base is not None:
+            # Readers that listed the old record may still read its attempt: cleanup keeps
+            # attempts named in "replaced" for a while (Stream.cleanup).
+            record["replaced"] = [self.base.attempt, *self.base.record.get("replaced", [])]
+            self._check_base()
+            self.fs.write_bytes(data_path, json.dumps(record, indent=1).encode())
+        elif not self.fs.create_exclusive(data_path, json.dumps(record, indent=1).encode()):
             raise PartAlreadyCommittedError(
                 f"part {self.part_id!r} of stream {self.info.name!r} was committed by another writer first"
             )
         self.committed = True
         crash_point("after_commit")
         return record
+
+    def _check_base(self) -> None:
+        """Refuse to replace a part whose record no longer names the attempt this writer started
+        from (another writer replaced it; local stores rule that out with the part's lease)."""
+        try:
+            current = json.loads(self.fs.read_bytes(self.paths.commit(self.part_id)))["attempt"]
+        except FileNotFoundError:
+            current = None
+        if current != self.base.attempt:  # type: ignore[union-attr]
+            raise PartAlreadyCommittedError(
+                f"part {self.part_id!r} of stream {self.info.name!r} was replaced by another writer"
+            )
+
+    def _final_rows(self) -> list[_Row]:
+        """The rows to write: this writer's, or, replacing a part, the part's rows in their order
+        with those added again swapped in (the others kept byte for byte), then any new ones."""
+        if self.base is None:
+            return self._rows
+        new = {row.segment_id: row for row in self._rows}
+        rows = [new.pop(old["segment_id"], None) or self._kept(old)
+                for old in self.base.manifest.sort("row").iter_rows(named=True)]
+        return rows + [row for row in self._rows if row.segment_id in new]
+
+    def _kept(self, old: dict[str, Any]) -> _Row:
+        """A row of the replaced part as it was."""
+        features = None
+        if old["status"] == STATUS_OK:
+            start = int(old["offset"])
+            features = self.base.features[start : start + int(old["n_frames"])]  # type: ignore[union-attr]
+        extra = {k: v for k, v in old.items() if k not in MANIFEST_SCHEMA}
+        return _Row(old["segment_id"], old["video_id"], features, old["frame_times"], old["boxes"],
+                    old["error"], extra, old.get("error_reason"), old.get("retryable"))
 
     def abort(self) -> None:
         """Discard this attempt's files (the part stays uncommitted)."""
@@ -190,14 +264,14 @@ class PartWriter:
         with contextlib.suppress(StoreError, OSError):
             self.abort()
 
-    def _write_features(self) -> int:
+    def _write_features(self, rows: Sequence[_Row] | None = None) -> int:
         """Write the ok rows' frames as this attempt's zarr array; returns the number of frames.
 
         zarr encodes into memory, chunk by chunk, and every file goes out through the store's
         filesystem layer (one write path for local disks and object stores).
         """
         info = self.info
-        ok = [r.features for r in self._rows if r.features is not None]
+        ok = [r.features for r in (self._rows if rows is None else rows) if r.features is not None]
         data = np.concatenate(ok) if ok else np.zeros((0, info.dim), dtype=info.dtype)
         rows = chunk_rows(data.shape[0], info.dim * np.dtype(info.dtype).itemsize, info.frames_per_row)
         encoded: dict[str, Any] = {}
@@ -225,18 +299,19 @@ class PartWriter:
         for key in list(encoded):
             self.fs.write_bytes(f"{folder}/{key}", encoded.pop(key).to_bytes(), atomic=False)
 
-    def _manifest(self) -> pl.DataFrame:
+    def _manifest(self, rows: Sequence[_Row]) -> pl.DataFrame:
         offset = 0
         columns: dict[str, list[Any]] = {name: [] for name in MANIFEST_SCHEMA}
-        extra_names = sorted({k for r in self._rows for k in r.extra})
+        extra_names = sorted({k for r in rows for k in r.extra})
         extras: dict[str, list[Any]] = {name: [] for name in extra_names}
-        for i, r in enumerate(self._rows):
+        for i, r in enumerate(rows):
             n = 0 if r.features is None else int(r.features.shape[0])
             values = {
                 "segment_id": r.segment_id, "video_id": r.video_id, "part_id": self.part_id,
                 "attempt": self.attempt, "row": i, "offset": offset if n else None, "n_frames": n,
                 "frame_times": r.frame_times, "boxes": r.boxes,
                 "status": STATUS_OK if r.features is not None else STATUS_ERROR, "error": r.error,
+                "error_reason": r.reason, "retryable": r.retryable,
             }
             for name, value in values.items():
                 columns[name].append(value)

@@ -292,7 +292,7 @@ def _cached_timm_weights(
     raise MissingWeightsError(
         f"weights for {name!r} are not cached: looked for {' or '.join(looked)} in {where}. "
         f"egofeat never downloads weights. Fetch them on a machine with internet ({fetch}) and "
-        f"copy the cache here or pass cache_dir=..., or add the file to the name: "
+        f"copy the cache here or give its folder with --cache-dir, or add the file to the name: "
         f"'{family}:{spec}:/path/to/weights'."
     )
 

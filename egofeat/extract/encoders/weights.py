@@ -111,9 +111,9 @@ def load_checkpoint_file(path: str | os.PathLike[str], *, trust_pickle: bool = F
         if "global" not in str(error).lower():
             raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
         raise ValueError(
-            f"{path} holds pickled objects other than tensors ({error}). If you trust the file's "
-            "source, pass trust_pickle=True to load it with full unpickling, or re-save just its "
-            "state dict with torch.save(checkpoint['state_dict'], 'weights.pth')."
+            f"{path} holds pickled objects other than tensors ({error}), which egofeat does not "
+            "unpickle: if you trust the file's source, re-save just its state dict with "
+            "torch.save(checkpoint['state_dict'], 'weights.pth') and use that file."
         ) from error
 
 

@@ -41,6 +41,7 @@ from egofeat.pipelines.executors.dask import DaskExecutor, ExtractWorkerPlugin
 from egofeat.pipelines.executors.driver import (
     absolute_paths,
     announce,
+    announce_videos,
     finish,
     hold_plan,
     plan_fields,
@@ -51,6 +52,7 @@ from egofeat.pipelines.executors.parts import (
     PartResult,
     SerialExecutor,
     all_parts,
+    own_shard,
     part_cost,
     plan_key,
     shard_parts,
@@ -85,12 +87,14 @@ def execute(options: ExtractConfig, *, prepared: PreparedRun | None = None) -> E
         return run_torchrun(options, sharding=options.sharding)
     started = time.perf_counter()
     run = prepared or prepare_extract(absolute_paths(options) if executor == "dask" else options)
+    announce_videos(run)
     run_id = new_run_id()
     parts = all_parts(run)
     with ExitStack() as stack:
         hold_plan(run, plan_key(parts), stack)
         log = stack.enter_context(RunLog(run.store, run_id))
-        record_plan(run, plan_key(parts), run_id)
+        record_plan(run, plan_key(parts), run_id)  # the whole plan: `egofeat info` counts it
+        run = own_shard(run, *options.shard_index, options.sharding)  # --shard I/N: a part of it
         results: list[PartResult] = []
         if not run.parts:
             log.start(executor=executor, **plan_fields(run, parts))

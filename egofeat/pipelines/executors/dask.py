@@ -181,7 +181,7 @@ class DaskExecutor:
         futures = {
             self.client.submit(
                 run_part_task, part, self.plugin_name, retries=self.retries, pure=False,
-                resources=self._resources, key=f"egofeat-{self._key_prefix}-{part.part_id}-{self._round}",
+                resources=self._resources, key=f"egofeat-{self._key_prefix}-{part.part_id}{_retry_key(part)}-{self._round}",
             ): part
             for part in parts
         }
@@ -194,6 +194,13 @@ class DaskExecutor:
             else:
                 yield PartResult(part, outcome, where=where)
             future.release()
+
+
+def _retry_key(part: PartSpec) -> str:
+    """A retried part is other work than the part's first write: its task key says what it replaces."""
+    if not part.replaces:
+        return ""
+    return "-retry-" + hashlib.sha256(repr(sorted(part.replaces.items())).encode()).hexdigest()[:8]
 
 
 def _gpu_count(device: str) -> int:

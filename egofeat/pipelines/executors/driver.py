@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from egofeat._util.progress import ProgressReporter
 from egofeat.config import ExtractConfig
@@ -32,8 +36,9 @@ from egofeat.pipelines.extract import (
     write_extract_texts,
 )
 from egofeat.pipelines.runlog import RunLog
-from egofeat.store import Stream
+from egofeat.store import STATUS_ERROR, Stream
 from egofeat.store.crashpoints import crash_point
+from egofeat.store.stream import error_reasons
 
 #: How often a run waiting for parts that another live process is writing looks again.
 POLL_SEC = 0.5
@@ -60,6 +65,24 @@ def announce(pool: DaskExecutor) -> None:
                       f"dashboard {pool.dashboard}{hint}")
 
 
+def announce_videos(run: PreparedRun) -> None:
+    """One line (stderr) on the videos the preflight found, before any part runs."""
+    check, options = run.videos, run.options
+    if check is None or not options.progress:
+        return
+    if options.progress_json:
+        print(json.dumps({"what": "videos", **check.to_dict()}), file=sys.stderr, flush=True)
+        return
+    line = f"videos: {len(check.found):,} of {check.total:,} found under {check.root} ({check.layout})"
+    if check.missing:
+        video_id, path = next(iter(check.missing.items()))
+        line += (f"; {len(check.missing):,} missing (e.g. {video_id}: {path}): their segments become "
+                 "error rows; --retry-errors redoes them once the videos are there")
+    if check.unusable:
+        line += f"; {len(check.unusable):,} unusable (e.g. {next(iter(check.unusable.values()))})"
+    err_console.print(line, highlight=False, soft_wrap=True)
+
+
 def hold_plan(run: PreparedRun, key: str, stack: ExitStack) -> None:
     for stream in target_streams(run.runner).values():
         stack.enter_context(stream.hold_plan(key))
@@ -80,10 +103,12 @@ def plan_fields(run: PreparedRun, parts: Sequence[PartSpec]) -> dict[str, Any]:
 
 class ExtractProgress(ProgressReporter):
     """The progress of an extraction: parts done of the total, segments ok / with errors,
-    decoded frames per second (see :class:`~egofeat._util.progress.ProgressReporter`)."""
+    decoded frames per second, ETA (see :class:`~egofeat._util.progress.ProgressReporter`): a
+    bar on a terminal, else a line every ``--log-interval`` seconds, JSON lines with ``--json``."""
 
-    def __init__(self, parts: Sequence[PartSpec], *, enabled: bool) -> None:
-        super().__init__("extract", len(parts), unit="parts", mode="auto" if enabled else "off",
+    def __init__(self, parts: Sequence[PartSpec], options: ExtractConfig, *, enabled: bool = True) -> None:
+        mode = "off" if not (enabled and options.progress) else ("json" if options.progress_json else "auto")
+        super().__init__("extract", len(parts), unit="parts", mode=mode, interval=options.log_interval,
                          rate_of=lambda done, elapsed: (self.frames / elapsed, "frames/s"))
         self.frames = 0
         self.fields.update(segments_ok=0, segments_errors=0)
@@ -105,7 +130,7 @@ def run_parts(run: PreparedRun, pool: SerialExecutor | DaskExecutor, parts: Sequ
     """Run ``parts``, then those other live writers held once they are done with them."""
     streams = target_streams(run.runner)
     results: list[PartResult] = []
-    with ExtractProgress(parts, enabled=progress) as bar:
+    with ExtractProgress(parts, run.options, enabled=progress) as bar:
         while parts:
             held = []
             for result in pool.map(parts):
@@ -148,6 +173,8 @@ def _log_result(log: RunLog, result: PartResult) -> None:
         seconds={k: round(v, 4) for k, v in asdict(outcome.times).items() if not k.startswith("frames")},
         frames={"decoded": outcome.times.frames_decoded, "encoded": outcome.times.frames_encoded},
     )
+    for path, output in outcome.decoder_output.items():  # native decoders' noise: here, not the console
+        log.event("decoder_output", part_id=outcome.part_id, path=path, output=output)
 
 
 def finish(run: PreparedRun, results: Sequence[PartResult], started: float,
@@ -160,6 +187,7 @@ def finish(run: PreparedRun, results: Sequence[PartResult], started: float,
     for stream in streams.values():
         stream.consolidate()
     summary = _summarize(run, results, started, text_streams, log.url)
+    _count_stream_errors(run, streams, summary)
     log.event("end", summary=summary.to_dict())
     return summary
 
@@ -182,16 +210,39 @@ def _summarize(run: PreparedRun, results: Sequence[PartResult], started: float,
     last = {r.part.part_id: r for r in results}  # a part run again after waiting: its last result
     wrote = {r.part.part_id for r in results if r.wrote}
     failed = sorted(pid for pid, r in last.items() if r.error is not None and pid not in wrote)
+    # this run's own work: the frames of the parts it wrote (a retry: of the segments it redid)
+    videos = [video for pid in wrote for video in last[pid].part.videos]
+    requested = sum(video.n_requested_frames for video in videos)
+    unique = sum(video.n_unique_frames for video in videos)
     return ExtractSummary(
         store=str(run.store.path), streams=names, segments=run.segments.height,
         planned_parts=len(run.parts), done_parts=len(wrote),
         skipped_parts=len(last) - len(wrote) - len(failed), ok=ok, errors=errors,
-        dedup_ratio=round(run.plan.dedup_ratio, 3), requested_frames=run.plan.n_requested_frames,
-        unique_frames=run.plan.n_unique_frames,
+        dedup_ratio=round(requested / unique, 3) if unique else 1.0, requested_frames=requested,
+        unique_frames=unique,
         seconds={"decode_worker": round(times.decode, 2), "encode": round(times.encode, 2),
                  "write": round(times.write, 2), "wall": round(time.perf_counter() - started, 2)},
         text_streams=text_streams, nothing_to_do=not run.parts, failed_parts=failed, run_log=run_log,
-        decode_fallbacks=fallbacks,
+        decode_fallbacks=fallbacks, retried_parts=sum(1 for pid in wrote if last[pid].part.replaces),
+        videos=run.videos.to_dict() if run.videos is not None else {},
     )
+
+
+def _count_stream_errors(run: PreparedRun, streams: dict[str, Stream], summary: ExtractSummary) -> None:
+    """The error rows the run's segments have in its streams now, whoever wrote them (earlier
+    runs, a concurrent one): the exit status and the summary tell the truth about the stream."""
+    wanted = run.segments.select("segment_id")
+    if run.requested is not None:
+        wanted = wanted.filter(pl.col("segment_id").is_in(list(run.requested)))
+    frames = []
+    for name, stream in streams.items():
+        rows = (stream.manifest().filter(pl.col("status") == STATUS_ERROR)
+                .select("segment_id", "status", "error_reason", "retryable").collect()
+                .join(wanted, on="segment_id", how="semi"))
+        summary.error_rows[name] = rows.height
+        frames.append(rows)
+    summary.errors_from_other_runs = sum(max(0, n - summary.errors.get(name, 0))
+                                         for name, n in summary.error_rows.items())
+    summary.error_reasons = error_reasons(pl.concat(frames)) if frames else {}
 
 

@@ -34,6 +34,8 @@ def part_outcomes(runner: PartRunner, parts: Sequence[PartSpec], pool: DecodePoo
         outcome = runner.write_part(part, decoded)
         outcome.times.add(_decode_times(decoded))
         outcome.decode_fallbacks = decode_fallbacks(decoded)
+        outcome.decoder_output = {video.result.path: video.result.diagnostics for video in decoded
+                                  if video.result is not None and video.result.diagnostics}
         yield outcome
 
 
@@ -122,9 +124,26 @@ def shard_parts(parts: Sequence[PartSpec], rank: int, world_size: int,
     return [p for p in parts if p.part_id in chosen]
 
 
+def own_shard(run: PreparedRun, rank: int, world_size: int, how: Sharding = "balanced") -> PreparedRun:
+    """``run`` narrowed to the parts of shard ``rank`` of ``world_size`` (torchrun ranks,
+    ``--shard I/N``): shards of the whole plan, so every process computes the same split
+    whatever is already done; retried parts outside the plan's boundaries are sharded on
+    their own. ``requested`` becomes the shard's segments."""
+    if world_size == 1:
+        return run
+    parts = all_parts(run)
+    mine = {p.part_id for p in shard_parts(parts, rank, world_size, how)}
+    planned = {p.part_id for p in parts}
+    others = [p for p in run.parts if p.part_id not in planned]
+    mine |= {p.part_id for p in shard_parts(others, rank, world_size, how)}
+    requested = {sid for p in [*parts, *others] if p.part_id in mine for v in p.videos for sid in v.segment_ids}
+    return replace(run, parts=[p for p in run.parts if p.part_id in mine], requested=frozenset(requested))
+
+
 def uncommitted(streams: dict[str, Stream], part: PartSpec) -> PartSpec | None:
-    """``part`` narrowed to the streams that have not committed it; None if all have."""
-    todo = {name: ids for name, ids in part.todo.items() if not streams[name].is_committed(part.part_id)}
+    """``part`` narrowed to the streams that still need it (not committed; retrying: not yet
+    replaced); None if none does."""
+    todo = {name: ids for name, ids in part.todo.items() if part.pending_in(streams[name])}
     return replace(part, todo=todo) if todo else None
 
 

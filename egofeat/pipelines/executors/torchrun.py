@@ -13,6 +13,7 @@ from datetime import timedelta
 from egofeat.config import ExtractConfig
 from egofeat.pipelines.executors.driver import (
     ExtractProgress,
+    announce_videos,
     finish,
     hold_plan,
     plan_fields,
@@ -24,8 +25,8 @@ from egofeat.pipelines.executors.parts import (
     SerialExecutor,
     Sharding,
     all_parts,
+    own_shard,
     plan_key,
-    shard_parts,
     target_streams,
 )
 from egofeat.pipelines.extract import (
@@ -81,10 +82,11 @@ def run_torchrun(options: ExtractConfig, *, sharding: Sharding = "balanced") -> 
         run = prepare_extract(options)
         if grouped:  # preparing removes attempts that crashed writers left: done before any rank writes
             dist.barrier()
+        if me.rank == 0:
+            announce_videos(run)
         run_id = _broadcast(new_run_id() if me.rank == 0 else "", grouped)
         parts = all_parts(run)
-        mine = {p.part_id for p in shard_parts(parts, me.rank, me.world_size, sharding)}
-        todo = [p for p in run.parts if p.part_id in mine]
+        todo = own_shard(run, me.rank, me.world_size, sharding).parts
         with ExitStack() as stack:
             hold_plan(run, plan_key(parts), stack)
             log = stack.enter_context(RunLog(run.store, run_id, rank=me.rank))
@@ -134,7 +136,7 @@ class _CommitProgress:
         self.streams = target_streams(run.runner)
         self.pending = {p.part_id: p for p in run.parts}
         self.enabled = enabled and bool(self.pending)
-        self.bar = ExtractProgress(run.parts, enabled=self.enabled)
+        self.bar = ExtractProgress(run.parts, run.options, enabled=self.enabled)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="egofeat-progress", daemon=True)
 
@@ -144,7 +146,7 @@ class _CommitProgress:
 
     def _poll(self) -> None:
         for part_id, part in list(self.pending.items()):
-            if all(self.streams[name].is_committed(part_id) for name in part.todo):
+            if not any(part.pending_in(self.streams[name]) for name in part.todo):
                 del self.pending[part_id]
                 self.bar.part_done(None, part)
 
