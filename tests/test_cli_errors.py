@@ -159,14 +159,9 @@ def test_messages_name_cli_flags(dataset, tmp_path):
     assert "--split" in line and "split=" not in line
 
 
-#: messages whose advice names an argument that no command-line flag sets (yet): the Python
-#: API is the only way to act on them
-PYTHON_ONLY = {
-    "extract/encoders/lavila.py",   # project=False: an option of create_encoder("lavila:...")
-    "heads/checkpoint.py",          # ignore=[...]: check_provenance's argument
-    "heads/loading.py",             # missing_labels='drop': load_head_data's argument
-    "sources/xmic_splits.py",       # vocabulary=...: the X-MIC split loader's argument
-}
+#: messages whose advice names an argument that no command-line flag sets: the Python API is
+#: the only way to act on them (none left: each names its flag, or its Python call beside it)
+PYTHON_ONLY: set[str] = set()
 
 
 def test_no_error_message_gives_python_argument_advice():

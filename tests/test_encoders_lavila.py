@@ -255,7 +255,7 @@ def test_unexpected_keys_and_wrong_architecture_are_clear_errors(tmp_path):
     checkpoint = torch.load(good, weights_only=False)
     del checkpoint["state_dict"]["module.image_projection"]
     torch.save(checkpoint, no_projection)
-    with pytest.raises(ValueError, match="has no image_projection: pass project=False"):
+    with pytest.raises(ValueError, match="has no image_projection: its CLS features need project=False"):
         create_encoder(f"lavila:tsf:{no_projection}", heads=2)
     assert create_encoder(f"lavila:tsf:{no_projection}", heads=2, project=False).dim == 64
     with pytest.raises(MissingWeightsError, match="weights file not found"):

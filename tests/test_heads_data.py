@@ -130,8 +130,12 @@ def test_load_aligns_streams_and_reports_what_was_dropped(store):
 
 
 def test_partly_missing_labels_raise_by_default(store):
-    with pytest.raises(ValueError, match=r"1 of 7 segments of split 'train' have no verb_class \(e.g. \['P01_02'\]\); pass missing_labels='drop'"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 of 7 segments of split 'train' have no verb_class \(e.g. \['P01_02'\]\); leave them out with --set data.missing_labels=drop"):  # fmt: skip
         load_head_data(store, ["clip/full"], splits=["train"])
+    from egofeat.heads import RunConfig, create_task
+
+    config = RunConfig.from_dict({"data": {"streams": ["clip/full"], "missing_labels": "drop"}})
+    assert "P01_02" not in create_task(config, store).load("train").segment_ids.tolist()  # the flag works
 
 
 def test_an_unlabelled_split_is_kept_for_prediction(store):

@@ -189,5 +189,5 @@ def check_provenance(
             "features differ from those the head was trained on:\n  "
             + "\n  ".join(problems)
             + "\nre-extract the streams with the training settings, or retrain the head "
-            "(pass ignore=[...] for keys known not to matter)"
+            "(in Python, check_provenance(..., ignore=[...]) skips keys known not to matter)"
         )

@@ -209,6 +209,8 @@ class DataConfig(_Settings):
     by a hash of ``trainer.seed`` and the video id, so runs with one seed reserve the same
     videos whatever streams they read); the run folder lists them (``reserved.json``), and a
     distillation with dataset-level weights calibrates its teachers on them.
+    ``missing_labels``: a split where only some segments lack a label stops the run
+    (``raise``) or trains without those segments (``drop``, counted in the load report).
     """
 
     streams: list[str] = Field(default_factory=list)
@@ -216,6 +218,7 @@ class DataConfig(_Settings):
     train_split: str = "train"
     val_split: str | None = "val"
     holdout: float = Field(0.1, ge=0, lt=1)
+    missing_labels: Literal["raise", "drop"] = "raise"
     reserve: float = Field(0.0, ge=0, lt=1)
     cache_dir: str | None = None
 

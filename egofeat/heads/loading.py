@@ -96,7 +96,7 @@ def load_head_data(
     views = {name: (name, False) for name in streams}
     if context_views:
         if native is None:
-            raise ValueError("context views are native-frame data: pass native=NativeBins(...)")
+            raise ValueError("context views are native-frame data: give native=NativeBins(...) too")
         views |= {key: (stream, True) for key, stream in context_views.items()}
     if native is not None and pool:
         raise ValueError("native-frame data keeps every frame: it cannot also be pooled")
@@ -355,7 +355,8 @@ def _labels(
                 bad = table["segment_id"].filter(pl.Series(rows_missing)).head(5).to_list()
                 raise ValueError(
                     f"{missing} of {rows} segments of split {name!r} have no {task}_class "
-                    f"(e.g. {bad}); pass missing_labels='drop' to leave them out"
+                    f"(e.g. {bad}); leave them out with --set data.missing_labels=drop "
+                    "(load_head_data(..., missing_labels='drop') in Python)"
                 )
             _count(f"no {task}_class in split {name!r}", rows_missing, table, dropped, examples)
             drop |= rows_missing

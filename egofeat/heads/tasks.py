@@ -144,7 +144,8 @@ class Task:
         """One split (or the rows ``segment_ids``) of the store, as this task reads it;
         ``options`` are further :func:`~egofeat.heads.loading.load_head_data` arguments."""
         config = self.config
-        settings = {"dataset": config.data.dataset, **self.load_options(), **options}
+        settings = {"dataset": config.data.dataset, "missing_labels": config.data.missing_labels,
+                    **self.load_options(), **options}
         data = load_head_data(
             self.store, list(streams or config.data.streams), tasks=config.trainer.tasks,
             splits=None if split is None else [split], segment_ids=segment_ids,

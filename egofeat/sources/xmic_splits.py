@@ -176,8 +176,8 @@ def load_xmic_split(
     if vocabulary is None:
         if dataset == "epic":
             raise ValueError(
-                "EPIC splits need the EPIC vocabulary: pass vocabulary=Vocabulary.from_epic_csv"
-                "(.../EPIC_100_{verb,noun}_classes.csv)"
+                "EPIC splits need the EPIC vocabulary: the folder of EPIC_100_{verb,noun}_classes.csv "
+                "(--epic-classes; in Python, vocabulary=Vocabulary.from_epic_csv(...))"
             )
         vocabulary = ego4d_vocabulary(splits_dir, task)
     ids = _name_to_id(vocabulary, dataset)

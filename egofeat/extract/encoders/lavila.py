@@ -265,7 +265,7 @@ def create_lavila_encoder(
     visual = SpaceTimeTransformer(**geometry, heads=heads or max(1, geometry["width"] // 64))
     projection_dim = None if weights.image_projection is None else weights.image_projection.shape[1]
     if project and projection_dim is None:
-        raise ValueError(f"{path} has no image_projection: pass project=False for CLS features")
+        raise ValueError(f"{path} has no image_projection: its CLS features need project=False (create_encoder option)")
     text = build_text_tower(weights.text, text_heads) if weights.text else None
     model = LaViLaModel(visual, projection_dim, text)
     state = {f"visual.{k}": v for k, v in weights.visual.items()}
