@@ -269,13 +269,7 @@ def heads(json_output: JsonOption = False) -> None:
     from egofeat.pipelines.catalog import describe_heads
 
     catalog = describe_heads()
-    if json_output:
-        out.print_json(catalog)
-        return
-    for name, head in catalog["heads"].items():
-        options = ", ".join(f"{k}={v!r}" for k, v in head["options"].items())
-        out.console.print(f"[bold]{name}[/bold]  (task {head['task']})  {options}")
-    out.console.print(f"tasks: {', '.join(catalog['tasks'])}")
+    out.print_json(catalog) if json_output else out.print_heads(catalog)
 
 
 @app.command()
@@ -299,11 +293,7 @@ def encoders(json_output: JsonOption = False) -> None:
     from egofeat.pipelines.catalog import describe_encoders
 
     families = describe_encoders()
-    if json_output:
-        out.print_json(families)
-        return
-    for family, usage in families.items():
-        out.console.print(f"[bold]{family}[/bold]  {usage}")
+    out.print_json(families) if json_output else out.print_encoders(families)
 
 
 @app.command()

@@ -465,61 +465,19 @@ def tsn(*, in_dims, num_frames, num_classes, dropout: float = 0.5, bins: int | N
 
 
 @register_head("trn")
-def trn(
-    *,
-    in_dims,
-    num_frames,
-    num_classes,
-    bottleneck: int = 256,
-    hidden: int = 256,
-    dropout: float = 0.5,
-    max_subsets: int = 3,
-    eval_subsets: int = 3,
-    eval_seed: int = 0,
-    bins: int | None = None,
-    init_std: float | None = None,
-) -> TRNHead:
+def trn(*, in_dims, num_frames, num_classes, bottleneck: int = 256, hidden: int = 256,
+        dropout: float = 0.5, max_subsets: int = 3, eval_subsets: int = 3, eval_seed: int = 0,
+        bins: int | None = None, init_std: float | None = None) -> TRNHead:
     """Multi-scale TRN; deterministic fixed subsets at evaluation."""
-    return TRNHead(
-        in_dims,
-        num_frames,
-        num_classes,
-        bottleneck=bottleneck,
-        hidden=hidden,
-        dropout=dropout,
-        max_subsets=max_subsets,
-        eval_subsets=eval_subsets,
-        eval_seed=eval_seed,
-        bins=bins,
-        init_std=init_std,
-    )
+    return TRNHead(in_dims, num_frames, num_classes, bottleneck=bottleneck, hidden=hidden, dropout=dropout,
+                   max_subsets=max_subsets, eval_subsets=eval_subsets, eval_seed=eval_seed, bins=bins,
+                   init_std=init_std)
 
 
 @register_head("tsm")
-def tsm(
-    *,
-    in_dims,
-    num_frames,
-    num_classes,
-    width: int = 256,
-    depth: int = 2,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.5,
-    fold_div: int = 8,
-    block_dropout: float | None = None,
-    bins: int | None = None,
-    init_std: float | None = None,
-) -> TSMHead:
+def tsm(*, in_dims, num_frames, num_classes, width: int = 256, depth: int = 2, mlp_ratio: float = 2.0,
+        dropout: float = 0.5, fold_div: int = 8, block_dropout: float | None = None, bins: int | None = None,
+        init_std: float | None = None) -> TSMHead:
     """TSM-style temporal-shift MLP head."""
-    return TSMHead(
-        in_dims,
-        num_classes,
-        width=width,
-        depth=depth,
-        mlp_ratio=mlp_ratio,
-        dropout=dropout,
-        fold_div=fold_div,
-        block_dropout=block_dropout,
-        bins=bins,
-        init_std=init_std,
-    )
+    return TSMHead(in_dims, num_classes, width=width, depth=depth, mlp_ratio=mlp_ratio, dropout=dropout,
+                   fold_div=fold_div, block_dropout=block_dropout, bins=bins, init_std=init_std)

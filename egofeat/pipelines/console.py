@@ -337,3 +337,17 @@ def print_runs(comparison: dict[str, Any]) -> None:
 def _metric_header(metric: str) -> str:
     """``all_verb_accuracy_at_1`` -> ``verb@1``: a column header that fits a terminal."""
     return metric.removeprefix("all_").replace("_accuracy_at_", "@")
+
+
+def print_heads(catalog: dict[str, Any]) -> None:
+    """Render `egofeat heads`: each head with its task and options, then the tasks."""
+    for name, head in catalog["heads"].items():
+        options = ", ".join(f"{k}={v!r}" for k, v in head["options"].items())
+        console.print(f"[bold]{name}[/bold]  (task {head['task']})  {options}")
+    console.print(f"tasks: {', '.join(catalog['tasks'])}")
+
+
+def print_encoders(families: dict[str, str]) -> None:
+    """Render `egofeat encoders`: each family and how to name it."""
+    for family, usage in families.items():
+        console.print(f"[bold]{family}[/bold]  {usage}")
