@@ -9,6 +9,7 @@ killing the process stops them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -65,10 +66,8 @@ class _Worker:
         """Tell the worker to exit once it is idle (without waiting for it)."""
         if not self.stopping:
             self.stopping = True
-            try:
+            with contextlib.suppress(OSError):  # the worker is already gone
                 self.conn.send(None)
-            except OSError:  # the worker is already gone
-                pass
 
     def stop(self, *, graceful: bool = False) -> None:
         if graceful:
