@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -427,6 +429,26 @@ def test_pool_prefetch_is_bounded(cfr_video):
         next(results)
         assert len(pulled) <= 2  # workers + prefetch
         assert sum(1 for _ in results) == 5
+
+
+def test_workers_never_rerun_the_parents_main_script(cfr_video, tmp_path):
+    """A script (like the ``egofeat`` command) that starts a pool is not re-run in its workers:
+    they need only the pool's module, and re-running a main that imports torch costs seconds."""
+    marker = tmp_path / "imports.txt"
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import os, sys\n"
+        f"open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "import numpy as np\n"
+        "from egofeat.extract import DecodeJob, DecodePool\n"
+        "if __name__ == '__main__':\n"
+        "    with DecodePool(workers=2, timeout_sec=60.0) as pool:\n"
+        f"        jobs = [DecodeJob(str(i), {str(cfr_video)!r}, np.array([0.5])) for i in range(2)]\n"
+        "        assert all(result.ok for result in pool.imap(jobs))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
+    assert len(marker.read_text().split()) == 1  # the parent alone ran the script
 
 
 def test_pool_refuses_an_opener_workers_cannot_import():

@@ -10,10 +10,12 @@ killing the process stops them.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
@@ -37,6 +39,29 @@ def _worker_main(conn: Connection, opener: Opener, threads: int) -> None:
     os._exit(0)
 
 
+@contextlib.contextmanager
+def _main_module_not_reimported() -> Iterator[None]:
+    """Start a ``spawn`` child without re-running the parent's ``__main__`` in it.
+
+    A worker runs :func:`_worker_main` of this module and needs nothing of ``__main__``, but
+    ``spawn`` re-imports the parent's main script in every child: for the ``egofeat`` command or
+    a benchmark script that imports torch, seconds per worker (the first parts of a run wait on
+    them, and so does every worker replaced after a crash or a timeout). ``spawn`` skips a main
+    module named like a package's ``__main__``, so the main module goes by such a name while
+    the child starts.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or (spec is not None and spec.name.endswith(".__main__")):
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("egofeat.__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+
+
 class _Worker:
     """One decode process, the parent's end of its pipe, and the job it is working on."""
 
@@ -54,7 +79,8 @@ class _Worker:
         process = context.Process(
             target=_worker_main, args=(child, opener, threads), name="egofeat-decode", daemon=True
         )
-        process.start()
+        with _main_module_not_reimported():
+            process.start()
         child.close()
         return cls(process, parent)
 
