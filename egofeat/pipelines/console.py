@@ -313,8 +313,8 @@ def print_runs(comparison: dict[str, Any]) -> None:
         "head": [r["head"] if r["task"] == "classification" else f"{r['task']}/{r['head']}" for r in runs],
         "streams": [", ".join(r["streams"]) for r in runs],
         "recipe": [r["recipe"] or "" for r in runs],
-        "differs": [", ".join(f"{k.rsplit('.', 1)[-1]}={r['differs'][k]}" for k in shown
-                              if r["differs"].get(k) is not None) for r in runs],
+        "differs": ["\n".join(f"{k.rsplit('.', 1)[-1]}={r['differs'][k]}" for k in shown
+                               if r["differs"].get(k) is not None) for r in runs],
     }
     text = {column: cells for column, cells in text.items() if any(cells)}  # no empty columns
     numbers = {
@@ -326,7 +326,7 @@ def print_runs(comparison: dict[str, Any]) -> None:
     table = Table(title=f"{len(runs)} runs" + (
         f", best {comparison['sorted_by']} first" if comparison.get("sorted_by") else ""))
     for column in text:
-        table.add_column(column, overflow="fold", min_width=8 if column != "head" else 4)
+        table.add_column(column, overflow="fold", min_width={"head": 4, "differs": 18}.get(column, 8))
     for column in numbers:
         table.add_column(column, justify="right", overflow="fold", min_width=5)
     for i in range(len(runs)):
