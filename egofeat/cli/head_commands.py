@@ -65,13 +65,11 @@ def train(
     """Train a head on store streams (never touching video), then evaluate it on the val split."""
     from egofeat.config import load_config
     from egofeat.pipelines.evaluate import SubsetFiles
-    from egofeat.pipelines.preflight import check_device
     from egofeat.pipelines.train import train_run
 
     layers, record = recipe_layers(recipe, "train")
     values = _run_values(stream, head, task, epochs, device, json_output, **{"head.loss": loss})
     run_config = load_config(config, set_ or [], values, layers=layers)
-    check_device(run_config.trainer.device)  # before the run folder is made
     summary = train_run(store, out_dir, run_config, resume=resume,
                         subsets=SubsetFiles(unseen, tail_verbs, tail_nouns).load(), run_info=record)
     out.print_json(summary) if json_output else out.print_run_summary(summary)
@@ -208,7 +206,6 @@ def distill(
     --config / --set / --recipe configure the student run (and its CE-only twin)."""
     from egofeat.config import DistillConfig, load_config
     from egofeat.pipelines.distill import run_distill
-    from egofeat.pipelines.preflight import check_device
 
     layers, record = recipe_layers(recipe, "distill")
     distilling = {"task.name": "distill", "task.weighting": weighting, "task.tau_w": tau_w,
@@ -219,7 +216,6 @@ def distill(
                                       "baseline": baseline, "teacher_stream": teacher_stream,
                                       "student": student.to_dict()},
                flags=model_flags(DistillConfig))
-    check_device(student.trainer.device)  # before the teacher-logit stream is made
     summary = run_distill(run, run_info=record)
     out.print_json(summary) if json_output else out.print_distill_summary(summary)
 

@@ -39,7 +39,6 @@ def run_xmic(
 
     --recipe NAME starts from a named recipe (`egofeat recipes`), e.g. xmic-cvpr24 (the paper's
     protocol); --config and --set override it."""
-    from egofeat.pipelines.preflight import check_device
     from egofeat.pipelines.xmic import load_extract_jobs
     from egofeat.pipelines.xmic import run_xmic as run
 
@@ -51,6 +50,5 @@ def run_xmic(
     layers, _ = recipe_layers(settings.get("recipe"), "run xmic", config, set_ or [])
     options = load(XMICRunConfig, config, set_ or [], settings, flags=model_flags(XMICRunConfig, RENAMES),
                    layers=layers)
-    check_device(options.device)  # before any stream or run folder is written
     report = run(options)
     out.print_json(report) if json_output else out.print_xmic_report(report)

@@ -51,7 +51,7 @@ from egofeat._util.hashing import file_sha256
 from egofeat._util.jsonsafe import jsonable
 from egofeat.config import DistillConfig
 from egofeat.eval import Predictions, load_predictions, score
-from egofeat.heads import RunConfig, Subsets, head_task, load_head_data
+from egofeat.heads import RunConfig, Subsets, head_task, load_head_data, resolve_device
 from egofeat.heads.checkpoint import Checkpoint
 from egofeat.heads.distill import (
     dataset_weights,
@@ -272,6 +272,7 @@ def run_distill(config: DistillConfig, *, subsets: SubsetFiles | None = None,
     run_info = dict(run_info or {})
     started = time.perf_counter()
     student = config.student
+    resolve_device(student.trainer.device)  # refused before the teacher-logit stream is written
     if head_task(student.head.name) != DEFAULT_TASK:
         raise ValueError(
             f"head {student.head.name!r} is trained by the {head_task(student.head.name)!r} task, "

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from egofeat.config import ExtractConfig
-from egofeat.extract import plan_videos
 from egofeat.heads.predict import DeviceError
 from egofeat.pipelines.extract import (
     PartSpec,
@@ -19,7 +18,7 @@ from egofeat.pipelines.extract import (
     done_segments,
     load_annotations,
     plan_parts,
-    retry_parts,
+    plan_run,
 )
 from egofeat.pipelines.preflight import check_devices, check_videos
 from egofeat.store import FeatureStore, Stream
@@ -49,11 +48,8 @@ def dry_run(options: ExtractConfig) -> dict[str, Any]:
     encoders = create_encoders(cpu, sampler)  # their dims; and a missing weights file shows now
     existing = _existing_streams(options)
     names = [image_stream(enc.name, crop, options.tag) for enc in encoders for crop in options.crops]
+    plan, parts = plan_run(options, segments, sampler, {name: existing.get(name) for name in names})
     done = {name: done_segments(existing[name]) if name in existing else set() for name in names}
-    plan = plan_videos(segments, sampler)
-    parts = plan_parts(plan, done, options.videos_per_part)
-    if options.retry_errors:
-        parts = retry_parts([existing[n] for n in names if n in existing], segments, sampler, parts)
     rows_frames = _frames_per_segment(plan, sampler)
     streams = {}
     for i, name in enumerate(names):

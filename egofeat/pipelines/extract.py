@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -157,11 +157,11 @@ def plan_parts(plan: ExtractionPlan, done: dict[str, set[str]], videos_per_part:
 
 
 def retry_parts(streams: Sequence[Stream], segments: pl.DataFrame, sampler: FrameSampler,
-                parts: Sequence[PartSpec]) -> list[PartSpec]:
+                parts: Sequence[PartSpec], *, fps: Any = None) -> list[PartSpec]:
     """``parts`` with the committed parts that hold retryable error rows of ``segments`` added
     (or merged in, when a part is also still to do in another stream): each to be rewritten
     with those rows done again. Its videos are planned for those segments alone, so a retry
-    decodes only what it redoes."""
+    decodes only what it redoes (``fps``: the frame grid of native sampling)."""
     wanted = segments.select("segment_id")
     todo: dict[str, dict[str, frozenset[str]]] = {}
     replaces: dict[str, dict[str, str]] = {}
@@ -182,7 +182,7 @@ def retry_parts(streams: Sequence[Stream], segments: pl.DataFrame, sampler: Fram
                                            replaces={**part.replaces, **replaces[part_id]})
             continue
         ids = set().union(*todo[part_id].values())
-        plan = plan_videos(segments.filter(pl.col("segment_id").is_in(list(ids))), sampler)
+        plan = plan_videos(segments.filter(pl.col("segment_id").is_in(list(ids))), sampler, fps=fps)
         out.append(PartSpec(part_id, plan.videos, todo[part_id], replaces[part_id]))
     return out
 
@@ -594,14 +594,24 @@ def prepare_extract(options: ExtractConfig) -> PreparedRun:
         store_vocabularies(store, dataset, vocabularies)            # refused vocabulary adds nothing
     store.add_segments(segments)
     runner = PartRunner(options, store, sampler, encoders)
-    done = {t.stream.name: done_segments(t.stream) for t in runner.targets}
     for t in runner.targets:
         t.stream.cleanup()  # crashed attempts of parts nobody holds
-    plan = plan_videos(segments, sampler, fps=native_frame_rate(options) if sampler.kind == "native" else None)
+    plan, parts = plan_run(options, segments, sampler, {t.stream.name: t.stream for t in runner.targets})
+    return PreparedRun(options, store, sampler, segments, runner, plan, parts, videos)
+
+
+def plan_run(options: ExtractConfig, segments: pl.DataFrame, sampler: FrameSampler,
+             streams: Mapping[str, Stream | None]) -> tuple[ExtractionPlan, list[PartSpec]]:
+    """The run's frames, and its parts still to do in ``streams`` (name -> the stream, None for
+    one not created yet); with ``retry_errors``, also the parts holding retryable error rows."""
+    fps = native_frame_rate(options) if sampler.kind == "native" else None
+    plan = plan_videos(segments, sampler, fps=fps)
+    done = {name: done_segments(stream) if stream is not None else set() for name, stream in streams.items()}
     parts = plan_parts(plan, done, options.videos_per_part)
     if options.retry_errors:
-        parts = retry_parts([t.stream for t in runner.targets], segments, sampler, parts)
-    return PreparedRun(options, store, sampler, segments, runner, plan, parts, videos)
+        existing = [stream for stream in streams.values() if stream is not None]
+        parts = retry_parts(existing, segments, sampler, parts, fps=fps)
+    return plan, parts
 
 
 def done_segments(stream: Stream) -> set[str]:

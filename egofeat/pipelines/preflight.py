@@ -23,7 +23,7 @@ from egofeat.extract.readers import missing_path_error
 from egofeat.heads.predict import resolve_device
 from egofeat.store.fs import StoreFS
 
-__all__ = ["PreflightError", "VideoCheck", "check_device", "check_devices", "check_store_location", "check_videos",
+__all__ = ["PreflightError", "VideoCheck", "check_devices", "check_store_location", "check_videos",
            "video_layout"]
 
 #: Missing videos tried under other layouts and roots for a suggestion.
@@ -50,18 +50,15 @@ def video_layout(options: ExtractConfig) -> VideoLayout:
 def reads_frame_folders(options: ExtractConfig) -> bool | None:
     """True for a layout of JPEG frame folders, False for one of video files, None for a
     template that could be either (no extension)."""
-    if options.layout == "epic-frames":
+    return _template_reads_frames(video_layout(options).template)
+
+
+def _template_reads_frames(template: str) -> bool | None:
+    if template == VideoLayout.PRESETS["epic-frames"]:
         return True
-    template = video_layout(options).template
     if "{ext}" in template or Path(template).suffix:
         return False
     return None
-
-
-def check_device(device: str) -> None:
-    """Refuse a device this machine lacks (``cuda`` without a CUDA GPU) with one line naming
-    --device, before a command writes anything."""
-    resolve_device(device)
 
 
 def check_devices(options: ExtractConfig) -> None:
@@ -186,8 +183,7 @@ def _suggest(check: VideoCheck, options: ExtractConfig, segments: pl.DataFrame) 
             if candidate_root == root and template == check.layout:
                 continue
             layout = VideoLayout(candidate_root, template)
-            frames = True if template == VideoLayout.PRESETS["epic-frames"] else (
-                False if "{ext}" in template or Path(template).suffix else None)
+            frames = _template_reads_frames(template)
             found = [p for v, part in sample for p in [_first_existing(layout.candidates(v, part))]
                      if p is not None and _unusable(p, frames) is None]
             if found and (best is None or len(found) > best[0]):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from egofeat.heads import RunConfig, Subsets, create_task
+from egofeat.heads import RunConfig, Subsets, create_task, resolve_device
 from egofeat.pipelines.rundir import RunFolder
 from egofeat.store import FeatureStore
 
@@ -43,6 +43,7 @@ def train_run(
     started = time.perf_counter()
     if not config.data.streams:
         raise ValueError("no streams to train on: pass --stream NAME[,NAME] or set data.streams")
+    resolve_device(config.trainer.device)  # a device this machine lacks: refused before any write
     store = FeatureStore.open(store_path)
     task = create_task(config, store)
     data = task.training_data()

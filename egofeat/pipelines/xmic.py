@@ -40,7 +40,7 @@ else:  # pragma: no cover - Python 3.10
 from egofeat import sources
 from egofeat._util.jsonsafe import jsonable
 from egofeat.config import ConfigError, ExtractConfig, XMICRunConfig, load
-from egofeat.heads import HeadData, create_task, load_config
+from egofeat.heads import HeadData, create_task, load_config, resolve_device
 from egofeat.heads.jitter import gather_frames, oversampled_bin_indices
 from egofeat.heads.xmic import zero_shot_logits
 from egofeat.heads.xmic_task import load_class_text, stream_layout
@@ -91,6 +91,7 @@ def load_extract_jobs(path: str | Path) -> list[dict[str, Any]]:
 def run_xmic(options: XMICRunConfig) -> dict[str, Any]:
     """Extract (optional) -> text streams -> train -> evaluate, for one direction; the report."""
     started = time.perf_counter()
+    resolve_device(options.device)  # refused before any stream or run folder is written
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     for job in options.extract:
