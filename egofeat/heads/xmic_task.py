@@ -26,7 +26,6 @@ from torch import Tensor
 
 from egofeat.heads.data import HeadData
 from egofeat.heads.jitter import NativeBins, context_view
-from egofeat.heads.loading import load_head_data
 from egofeat.heads.registry import create_head, register_task
 from egofeat.heads.tasks import Task
 from egofeat.heads.xmic import XMIC_TRAINER, XMICClassifier
@@ -126,6 +125,8 @@ class XMICTask(Task):
         return stream_layout(self.store, streams, bins=bins)
 
     def load_options(self) -> dict[str, Any]:
+        if self.native:  # every stored frame: the bins are drawn from them (see load)
+            return {}
         bins, per_bin = self.layout()
         return {"bins": bins, "per_bin": per_bin}
 
@@ -134,21 +135,12 @@ class XMICTask(Task):
         """As :meth:`Task.load`; with native jitter, a
         :class:`~egofeat.heads.jitter.JitteredData` of the classified stream and the
         conditioning views, by the bin rule of the dataset's X-MIC loader."""
-        if not self.native:
-            return super().load(split, segment_ids=segment_ids, streams=streams, **options)
-        options.pop("bins", None)
-        options.pop("per_bin", None)
-        dataset = options.pop("dataset", None) or self.config.data.dataset
-        bins = self.layout()[0]
-        data = load_head_data(
-            self.store, [self.classified], tasks=self.config.trainer.tasks,
-            splits=None if split is None else [split], segment_ids=segment_ids, dataset=dataset,
-            native=xmic_native_bins(dataset, bins),
-            context_views={context_view(name): name for name in self.context}, **options,
-        )
-        data.provenance = {name: data.provenance[name] for name in self.config.data.streams
-                           if name in data.provenance}
-        return data
+        if self.native:
+            dataset = options.get("dataset") or self.config.data.dataset
+            options = {**options, "native": xmic_native_bins(dataset, self.layout()[0]),
+                       "context_views": {context_view(name): name for name in self.context}}
+            streams = [self.classified]
+        return super().load(split, segment_ids=segment_ids, streams=streams, **options)
 
     def in_dims(self, train: HeadData) -> dict[str, int]:
         if not self.native:
