@@ -15,9 +15,10 @@
 :class:`Trainer` is seeded and deterministic on CPU (same seed, same data, same thread count:
 bitwise the same metrics), runs AdamW with timm's warm-up + cosine / linear / constant
 schedules (:mod:`egofeat.heads.optim`), clips gradients, autocasts to bf16 where the hardware
-has it (or fp16 with a gradient scaler on CUDA, when asked), early-stops on a validation split, writes ``metrics.jsonl``, ``last.pt`` (resume state)
-and ``best.pt`` into its run folder, reports progress (:mod:`egofeat._util.progress`), and
-resumes from ``last.pt`` exactly as if never interrupted.
+has it (or fp16 with a gradient scaler on CUDA, when asked), early-stops on a validation
+split, writes ``metrics.jsonl``, ``last.pt`` (resume state) and ``best.pt`` into its run
+folder, reports progress (:mod:`egofeat._util.progress`), and resumes from ``last.pt``
+exactly as if never interrupted.
 
 A head whose class sets ``time_pooled = True`` (the linear probe, the MLP) reads only each
 stream's time-mean; the trainer then averages the frames once instead of in every batch.
